@@ -1,0 +1,62 @@
+# selfish-rnn: every target uses the project's virtual environment in .venv.
+# `make install` is idempotent; the other targets run it first when needed.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PYTHON := $(BIN)/python
+STAMP := $(VENV)/.installed
+SELFISH := $(PYTHON) runner.py
+# Where the corpora live here (SELFISH_DATA wins when set by the user).
+export SELFISH_DATA ?= $(abspath ../shared/data)
+
+.PHONY: install test test-slow lint demo bench clean \
+        lstm-ptb lstm-ptb-dense rhn-ptb rhn-ptb-dense onlstm-ptb onlstm-ptb-dense mos-wt2 mos-wt2-dense \
+        baselines-ptb cpu-all cpu-lstm cpu-lstm-dense
+
+install: $(STAMP)
+
+# The venv sees the system site-packages so that a torch the user already has (a CUDA build, say) is
+# used as it is; only when no torch can be imported do we install the CPU wheel 2.13.0.
+$(STAMP): pyproject.toml
+	test -x $(PYTHON) || $(PY) -m venv --system-site-packages $(VENV)
+	$(PYTHON) -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+test: install
+	$(BIN)/pytest -q -m "not slow" tests
+
+test-slow: install
+	$(BIN)/pytest -q -m "slow" tests
+
+lint: install
+	$(BIN)/ruff check selfish analysis runner.py tests benchmarks
+
+demo: install
+	$(SELFISH) train experiments/cpu/demo.yaml
+
+bench: install
+	$(PYTHON) -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# --- paper experiments (full scale; a GPU is advised) -------------------------------------------
+lstm-ptb: install ; $(SELFISH) train experiments/paper/lstm_ptb.yaml
+lstm-ptb-dense: install ; $(SELFISH) train experiments/paper/lstm_ptb_dense.yaml
+rhn-ptb: install ; $(SELFISH) train experiments/paper/rhn_ptb.yaml
+rhn-ptb-dense: install ; $(SELFISH) train experiments/paper/rhn_ptb_dense.yaml
+onlstm-ptb: install ; $(SELFISH) train experiments/paper/onlstm_ptb_1000.yaml
+onlstm-ptb-dense: install ; $(SELFISH) train experiments/paper/onlstm_ptb_dense.yaml
+mos-wt2: install ; $(SELFISH) train experiments/paper/mos_wt2.yaml
+mos-wt2-dense: install ; $(SELFISH) train experiments/paper/mos_wt2_dense.yaml
+baselines-ptb: install
+	for s in set rigl snfs static small_dense; do $(SELFISH) train experiments/paper/lstm_ptb_$$s.yaml || exit 1; done
+
+# --- CPU-scale family (2-layer 200-unit LSTM; each under an hour on 2 cores) ---------------------
+cpu-lstm: install ; $(SELFISH) train experiments/cpu/lstm_ptb.yaml
+cpu-lstm-dense: install ; $(SELFISH) train experiments/cpu/lstm_ptb_dense.yaml
+cpu-all: install
+	for s in lstm_ptb_dense lstm_ptb lstm_ptb_set lstm_ptb_rigl lstm_ptb_snfs lstm_ptb_static lstm_ptb_small_dense; do \
+	  $(SELFISH) train experiments/cpu/$$s.yaml || exit 1; done
