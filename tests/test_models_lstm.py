@@ -51,8 +51,9 @@ def test_original_parameter_names_and_roundtrip():
     other.load_state_dict(model.state_dict())
     model.eval(), other.eval()
     tokens = torch.randint(0, 23, (4, 2))
-    torch.testing.assert_close(model(tokens, model.init_hidden(2)).logits,
-                               other(tokens, other.init_hidden(2)).logits, rtol=0, atol=0)
+    torch.testing.assert_close(
+        model(tokens, model.init_hidden(2)).logits, other(tokens, other.init_hidden(2)).logits, rtol=0, atol=0
+    )
 
 
 def test_in_place_masks_keep_fused_kernel_without_warnings():

@@ -65,9 +65,7 @@ class StackedLSTM(nn.Module):
     def gate_layout(self) -> dict[str, list[tuple[str, int]]]:
         """Row blocks of the LSTM weights in PyTorch order (i, f, g, o), ``nhid`` rows each."""
         gates = [(g, self.nhid) for g in ("i", "f", "g", "o")]
-        return {
-            f"rnn.weight_{kind}_l{k}": list(gates) for k in range(self.nlayers) for kind in ("ih", "hh")
-        }
+        return {f"rnn.weight_{kind}_l{k}": list(gates) for k in range(self.nlayers) for kind in ("ih", "hh")}
 
     def regularizer(self, output: LMOutput, alpha: float = 0.0, beta: float = 0.0) -> Tensor:
         """The original LSTM recipe has no AR/TAR (spec §6.1): always 0."""
