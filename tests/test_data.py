@@ -349,6 +349,19 @@ def test_server_down_gives_one_clear_error(tmp_path):
     assert not any(p.name.startswith(".part") for p in (tmp_path / "cache" / "penn").iterdir())
 
 
+def test_silent_server_times_out_instead_of_hanging(tmp_path):
+    with socket.socket() as listener:  # accepts connections (kernel backlog) but never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        served = tmp_path / "served"
+        served.mkdir()
+        sources = ptb_sources(served, f"http://127.0.0.1:{listener.getsockname()[1]}", TINY)
+        start = time.perf_counter()
+        with pytest.raises(DataError, match=r"download failed.*timed out"):
+            load_corpus("ptb", None, tmp_path / "cache", sources=sources, timeout=0.3)
+        assert time.perf_counter() - start < 3
+
+
 def test_http_404_is_reported_as_missing(tmp_path, http_dir):
     served, base = http_dir
     sources = ptb_sources(served, base, TINY)
