@@ -12,9 +12,11 @@ from torch import nn
 
 from selfish.models.base import LMOutput, ar_tar, repackage_hidden
 from selfish.models.lstm import StackedLSTM
+from selfish.models.rhn import RHN
 
 MODEL_REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "lstm": StackedLSTM,
+    "rhn": RHN,
 }
 
 
@@ -32,4 +34,4 @@ def build_model(type: str, vocab_size: int, **options) -> nn.Module:
     return cls(vocab_size, **options)
 
 
-__all__ = ["LMOutput", "MODEL_REGISTRY", "StackedLSTM", "ar_tar", "build_model", "repackage_hidden"]
+__all__ = ["LMOutput", "MODEL_REGISTRY", "RHN", "StackedLSTM", "ar_tar", "build_model", "repackage_hidden"]
