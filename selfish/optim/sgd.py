@@ -1,0 +1,164 @@
+"""Mask-aware SGD (spec §1 step 2, §3.5): masked entries stay exactly 0 inside the update itself."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._masks import copied_state_dict, managed_params, resolve_masks, restore_exact_dtypes
+
+
+class SparseSGD(torch.optim.Optimizer):
+    """SGD (optionally with heavy-ball momentum) that keeps masked weights and momentum at exactly 0.
+
+    Equals `torch.optim.SGD(lr, momentum, weight_decay)` followed by `W *= M` and `momentum_buffer *= M`
+    (spec §3.5) up to float rounding, without the extra pass: for a masked parameter, with W already 0 off
+    the mask,
+        no momentum:  W <- W·(1 - lr·wd) - lr·(g ⊙ M)
+        momentum μ:   b <- μ·b + g ⊙ M + wd·W;   W <- W - lr·b      (b starts as g ⊙ M + wd·W)
+    Parameters without a mask are updated exactly like torch SGD (foreach path). Masks are given with
+    `set_masks({param: bool mask})`, keyed by parameter identity; a copy is kept in the optimizer state
+    (key "mask"), so a state-dict round trip restores them. The momentum buffer is
+    `state[p]["momentum_buffer"]` (torch's name) so that mask code (momentum growth) can read it.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[nn.Parameter] | Iterable[dict[str, Any]],
+        lr: float,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+    ) -> None:
+        if lr < 0.0 or weight_decay < 0.0 or momentum < 0.0:
+            raise ValueError(
+                f"SparseSGD: lr={lr}, weight_decay={weight_decay}, momentum={momentum} must be >= 0"
+            )
+        super().__init__(params, {"lr": lr, "weight_decay": weight_decay, "momentum": momentum})
+        self._float_masks: dict[int, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def set_masks(self, masks: Mapping[nn.Parameter, torch.Tensor]) -> None:
+        """Use `masks` (bool, same shape as the param) from now on; params absent from `masks` are dense.
+
+        Zeroes the weights and momentum outside the new masks (they are already 0 when the caller applied
+        the masks first, as `Masking` does). Calling it again with the same masks changes nothing.
+        """
+        resolved = resolve_masks(self, masks)
+        for param in managed_params(self):
+            mask = resolved.get(id(param))
+            if mask is None:
+                if param in self.state:
+                    self.state[param].pop("mask", None)
+                self._float_masks.pop(id(param), None)
+                continue
+            state = self.state[param]
+            old = state.get("mask")
+            if old is None or not torch.equal(old, mask):
+                state["mask"] = mask.clone()
+                param.masked_fill_(~mask, 0.0)
+                buf = state.get("momentum_buffer")
+                if buf is not None:
+                    buf.masked_fill_(~mask, 0.0)
+            self._float_masks[id(param)] = state["mask"].to(dtype=param.dtype)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+        """One SGD step over all params with a gradient (masked ones stay sparse)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            self._step_group(group)
+        return loss
+
+    def _step_group(self, group: dict[str, Any]) -> None:
+        lr, weight_decay, momentum = group["lr"], group["weight_decay"], group["momentum"]
+        masked: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        dense: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for param in group["params"]:
+            if param.grad is None:
+                continue
+            if param.grad.is_sparse:
+                raise RuntimeError("SparseSGD does not support sparse gradients")
+            float_mask = self._float_masks.get(id(param))
+            if float_mask is None:
+                dense.append((param, param.grad))
+            else:
+                masked.append((param, param.grad, float_mask))
+        if momentum == 0.0:
+            _plain_masked_update(masked, lr, weight_decay)
+            _plain_dense_update(dense, lr, weight_decay)
+        else:
+            self._momentum_masked_update(masked, lr, weight_decay, momentum)
+            self._momentum_dense_update(dense, lr, weight_decay, momentum)
+
+    def _momentum_masked_update(
+        self,
+        masked: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+        lr: float,
+        weight_decay: float,
+        momentum: float,
+    ) -> None:
+        for param, grad, float_mask in masked:
+            state = self.state[param]
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = torch.mul(grad, float_mask)
+            else:
+                buf.mul_(momentum).addcmul_(grad, float_mask)
+            if weight_decay != 0.0:
+                buf.add_(param, alpha=weight_decay)  # W is 0 off the mask, so b stays 0 there
+            param.add_(buf, alpha=-lr)
+
+    def _momentum_dense_update(
+        self, dense: list[tuple[torch.Tensor, torch.Tensor]], lr: float, weight_decay: float, momentum: float
+    ) -> None:
+        for param, grad in dense:
+            if weight_decay != 0.0:
+                grad = grad.add(param, alpha=weight_decay)
+            state = self.state[param]
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = torch.clone(grad).detach()
+            else:
+                buf.mul_(momentum).add_(grad)
+            param.add_(buf, alpha=-lr)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Load a state dict from `state_dict()`; masks come back as bool, caches are rebuilt."""
+        state_dict = copied_state_dict(state_dict)
+        super().load_state_dict(state_dict)
+        restore_exact_dtypes(self, state_dict, ("mask",))
+        self._float_masks = {
+            id(p): self.state[p]["mask"].to(dtype=p.dtype)
+            for p in managed_params(self)
+            if "mask" in self.state.get(p, {})
+        }
+
+
+def _plain_masked_update(
+    masked: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], lr: float, weight_decay: float
+) -> None:
+    """W <- W·(1 - lr·wd) - lr·(g ⊙ M), fused over the list with torch._foreach_*."""
+    if not masked:
+        return
+    params, grads, float_masks = (list(x) for x in zip(*masked, strict=True))
+    if weight_decay != 0.0:
+        torch._foreach_mul_(params, 1.0 - lr * weight_decay)
+    torch._foreach_addcmul_(params, grads, float_masks, value=-lr)
+
+
+def _plain_dense_update(
+    dense: list[tuple[torch.Tensor, torch.Tensor]], lr: float, weight_decay: float
+) -> None:
+    """Torch SGD without momentum: W <- W - lr·(g + wd·W)."""
+    if not dense:
+        return
+    params, grads = (list(x) for x in zip(*dense, strict=True))
+    if weight_decay != 0.0:
+        grads = torch._foreach_add(grads, params, alpha=weight_decay)
+    torch._foreach_add_(params, grads, alpha=-lr)
