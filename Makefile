@@ -25,13 +25,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: install
-	$(BIN)/pytest -q -m "not slow" tests
+	$(PYTHON) -m pytest -q -m "not slow" tests
 
 test-slow: install
-	$(BIN)/pytest -q -m "slow" tests
+	$(PYTHON) -m pytest -q -m "slow" tests
 
 lint: install
-	$(BIN)/ruff check selfish analysis runner.py tests benchmarks
+	$(PYTHON) -m ruff check selfish analysis runner.py tests benchmarks
 
 demo: install
 	$(SELFISH) train experiments/cpu/demo.yaml
