@@ -1,0 +1,177 @@
+"""Where a study lives: the default Journal file, or an RDB URL (PostgreSQL for several machines).
+
+Why the default is Optuna's ``JournalStorage`` over a ``JournalFileBackend`` and not SQLite:
+
+* The journal is an append-only log of operations guarded by a small lock file; creating it needs
+  no schema, so there is no race when several freshly started workers open a new file at once
+  (a fresh SQLite file crashes workers that race to create its tables).
+* Writers only append and readers replay, so N local worker processes share it without the
+  ``database is locked`` errors SQLite gives under concurrent writes, and it needs no server.
+* It is one plain file that can be copied, inspected and opened by ``optuna-dashboard``.
+
+What the journal lacks is Optuna's heartbeat (only ``RDBStorage`` has one), so dead workers are
+found with our own lease files instead (see :mod:`selfish.sweep.lease`). ``postgresql://`` (or any
+SQLAlchemy URL Optuna accepts) gives an ``RDBStorage`` with heartbeats and
+``RetryFailedTrialCallback``, which is how several machines cooperate on one study.
+
+Passwords in URLs never leave this module unredacted: everything printed or saved goes through
+:func:`redact_url`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.storages import JournalStorage, RDBStorage, RetryFailedTrialCallback
+from optuna.storages.journal import JournalFileBackend
+
+JOURNAL_FILE = "journal.log"
+_RDB_SCHEMES = ("postgresql", "postgres", "mysql", "sqlite")
+_URL_PASSWORD = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@?#]*):(?P<password>[^@/?#]*)@")
+_QUERY_PASSWORD = re.compile(r"(?i)([?&](?:password|passwd|pwd)=)[^&#]*")
+
+
+class StorageError(ValueError):
+    """A storage URL that is malformed, of an unknown kind, or whose server does not answer."""
+
+
+def redact_url(url: str | Path | None) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db`` (also ``?password=``)."""
+    if url is None:
+        return ""
+    text = str(url)
+    text = _URL_PASSWORD.sub(lambda m: f"{m.group('head')}:***@", text)
+    return _QUERY_PASSWORD.sub(lambda m: f"{m.group(1)}***", text)
+
+
+def url_password(url: str | None) -> str | None:
+    """The password inside ``url`` (or None), so that messages quoting it can be scrubbed."""
+    if not url:
+        return None
+    match = _URL_PASSWORD.match(url)
+    if match and match.group("password"):
+        return match.group("password")
+    query = re.search(r"(?i)[?&](?:password|passwd|pwd)=([^&#]+)", url)
+    return query.group(1) if query else None
+
+
+def scrub(text: str, url: str | None) -> str:
+    """``text`` with every URL redacted and the literal password of ``url`` replaced by ``***``."""
+    password = url_password(url)
+    out = text
+    if password:
+        out = out.replace(password, "***")
+    out = re.sub(r"[A-Za-z][A-Za-z0-9+.\-]*://\S+", lambda m: redact_url(m.group(0)), out)
+    return re.sub(r"(?i)(\bpassword\s*=\s*)\S+", lambda m: f"{m.group(1)}***", out)
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """Resolved storage: either a journal file path or an RDB URL (never both).
+
+    ``heartbeat_interval_s`` / ``grace_period_s`` / ``max_retry`` only matter for RDB storage; the
+    journal uses lease files in ``lease_dir`` instead.
+    """
+
+    journal_path: Path | None = None
+    url: str | None = None
+    heartbeat_interval_s: int = 30
+    grace_period_s: int = 120
+    max_retry: int | None = 3
+
+    @property
+    def is_journal(self) -> bool:
+        return self.journal_path is not None
+
+    @property
+    def lease_dir(self) -> Path | None:
+        """Folder of lease files next to the journal (None for RDB storage)."""
+        return None if self.journal_path is None else self.journal_path.parent / "leases"
+
+    def display(self) -> str:
+        """The storage as it may be printed or saved (password redacted)."""
+        return str(self.journal_path) if self.journal_path is not None else redact_url(self.url)
+
+    def dashboard_arg(self) -> str:
+        """Argument for ``optuna-dashboard`` (redacted: the user re-inserts the password)."""
+        return str(self.journal_path) if self.journal_path is not None else redact_url(self.url)
+
+
+def default_journal_path(run_root: Path, study: str) -> Path:
+    """``<run_root>/sweeps/<study>/journal.log``."""
+    return Path(run_root) / "sweeps" / study / JOURNAL_FILE
+
+
+def resolve_storage(
+    storage: str | Path | None,
+    *,
+    run_root: Path,
+    study: str,
+    base_dir: Path | None = None,
+    heartbeat_interval_s: int = 30,
+    grace_period_s: int = 120,
+    max_retry: int | None = 3,
+) -> StorageConfig:
+    """Turn ``None`` / a file path / ``journal:PATH`` / an RDB URL into a :class:`StorageConfig`.
+
+    A relative journal path is taken relative to ``base_dir`` (the sweep file's folder) when given.
+    Raises :class:`StorageError` for URLs of an unknown scheme (message redacted).
+    """
+    common = dict(heartbeat_interval_s=heartbeat_interval_s, grace_period_s=grace_period_s, max_retry=max_retry)
+    if storage is None or str(storage) == "":
+        return StorageConfig(journal_path=default_journal_path(run_root, study), **common)
+    text = str(storage)
+    if text.startswith("journal:"):
+        text = text[len("journal:") :]
+        if text.startswith("//"):
+            text = text[2:]
+        return StorageConfig(journal_path=_relative(Path(text), base_dir), **common)
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.\-]*)://", text)
+    if match is None:
+        return StorageConfig(journal_path=_relative(Path(text), base_dir), **common)
+    scheme = match.group(1).split("+")[0].lower()
+    if scheme not in _RDB_SCHEMES:
+        raise StorageError(
+            f"storage {redact_url(text)!r}: unknown scheme {scheme!r}; use a journal file path, "
+            "postgresql://user:pass@host/db or sqlite:///file.db"
+        )
+    if not text[len(match.group(0)) :]:
+        raise StorageError(f"storage {redact_url(text)!r}: the URL names no host or database")
+    return StorageConfig(url=text, **common)
+
+
+def _relative(path: Path, base_dir: Path | None) -> Path:
+    return path if path.is_absolute() or base_dir is None else base_dir / path
+
+
+def open_storage(config: StorageConfig) -> optuna.storages.BaseStorage:
+    """Open the storage: a ``JournalStorage`` (creating its folder) or an ``RDBStorage`` with heartbeat.
+
+    Raises :class:`StorageError` (redacted message) when the database cannot be reached.
+    """
+    if config.journal_path is not None:
+        config.journal_path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(config.journal_path)))
+    assert config.url is not None
+    try:
+        return RDBStorage(
+            config.url,
+            engine_kwargs={"pool_pre_ping": True} if not config.url.startswith("sqlite") else None,
+            heartbeat_interval=config.heartbeat_interval_s,
+            grace_period=config.grace_period_s,
+            failed_trial_callback=RetryFailedTrialCallback(
+                max_retry=config.max_retry, inherit_intermediate_values=True
+            ),
+        )
+    except Exception as exc:  # sqlalchemy/psycopg2 errors carry the URL; never show it raw
+        raise StorageError(
+            f"cannot open storage {redact_url(config.url)}: {scrub(_first_line(exc), config.url)}"
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
