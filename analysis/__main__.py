@@ -1,0 +1,38 @@
+"""`python -m analysis --out DIR [RUN_DIRS or globs ...] [--sweep STORAGE [--study NAME]]` writes the report;
+`python -m analysis --live STORAGE` starts optuna-dashboard on 127.0.0.1."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+from .load import mask_url
+from .report import live_dashboard_command, report_main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
+    parser.add_argument("paths", nargs="*", help="run folders, folders above them, or globs (default: runs)")
+    parser.add_argument("--out", default="reports/dashboard", help="output folder (default: %(default)s)")
+    parser.add_argument("--sweep", metavar="STORAGE", help="Optuna storage: URL, SQLite file or journal file")
+    parser.add_argument("--study", help="study name (needed when the storage holds several)")
+    parser.add_argument("--no-paper", action="store_true", help="leave out the paper's reference numbers")
+    parser.add_argument("--live", metavar="STORAGE", help="serve optuna-dashboard on this storage instead")
+    parser.add_argument("--port", type=int, default=8080, help="port for --live (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.live:
+        command = live_dashboard_command(args.live, port=args.port)
+        print("running:", " ".join(mask_url(c) for c in command), flush=True)
+        try:
+            return subprocess.call(command)
+        except KeyboardInterrupt:
+            return 0
+        except FileNotFoundError:
+            print("error: optuna-dashboard is not installed in this environment", file=sys.stderr)
+            return 2
+    return report_main(args.paths or ["runs"], args.sweep, args.study, args.out, paper_reference=not args.no_paper)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
