@@ -16,6 +16,11 @@ and each step costs one extra fused pass, `sum += W`. The only exception is the 
 activation (new optimizer, `restart()`, or `set_masks` that grows weights): the newly active elements must
 not be added yet, so that one step uses a masked add. The average, sum / (step - activated_at - 1), is only
 computed when asked for (`averages()`, `averaged()`), once per epoch.
+
+Measured (CPU, 2 threads, density 0.33, random grads, median step): SNTASGD / SparseSGD = 1.24-1.41 at
+4.65M params (2x200 LSTM) and 1.49-1.58 at 66M (2x1500); torch ASGD / (torch SGD + W *= M) = 1.6-2.8. A
+torch.compile-fused update (W and sum in one pass) was ~2.5x faster per kernel but took ~26 s to compile and
+recompiles per shape and lr value, so it is not used.
 """
 
 from __future__ import annotations
