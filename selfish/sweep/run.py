@@ -130,6 +130,9 @@ def run_sweep(
     counts = count_trials(study)
     log(f"study {sweep.study} on {config.display()}: {counts.done}/{n_trials} finished, "
         f"{counts.running} running, {counts.waiting} waiting; starting {workers} worker(s)")
+    if counts.waiting == 0 and counts.running == 0 and counts.done >= n_trials:
+        log(f"study {sweep.study} already has {counts.done} finished trials (target {n_trials}); nothing to do")
+        return EXIT_OK
     cores = cores or os.cpu_count() or 1
     deadline = time.time() + sweep.timeout if sweep.timeout else None
     base_config = dict(
