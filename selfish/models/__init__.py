@@ -12,11 +12,13 @@ from torch import nn
 
 from selfish.models.base import LMOutput, ar_tar, repackage_hidden
 from selfish.models.lstm import StackedLSTM
+from selfish.models.onlstm import ONLSTM
 from selfish.models.rhn import RHN
 
 MODEL_REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "lstm": StackedLSTM,
     "rhn": RHN,
+    "onlstm": ONLSTM,
 }
 
 
@@ -34,4 +36,13 @@ def build_model(type: str, vocab_size: int, **options) -> nn.Module:
     return cls(vocab_size, **options)
 
 
-__all__ = ["LMOutput", "MODEL_REGISTRY", "RHN", "StackedLSTM", "ar_tar", "build_model", "repackage_hidden"]
+__all__ = [
+    "LMOutput",
+    "MODEL_REGISTRY",
+    "ONLSTM",
+    "RHN",
+    "StackedLSTM",
+    "ar_tar",
+    "build_model",
+    "repackage_hidden",
+]

@@ -1,0 +1,71 @@
+"""Time-batched weight gradients for hand-written recurrences (used by the fast ON-LSTM / MoS paths).
+
+A recurrent weight ``W`` is used at every time step (``h_{t-1} @ W^T``). Plain autograd computes and
+accumulates a full ``W``-sized gradient at each step (L rank-B updates plus L additions of a W-sized
+tensor). :class:`TimeBatchedLinear` instead records each step's output gradient and input during the
+backward pass and forms ``dW = sum_t g_t^T h_{t-1}`` in one ``[G, L·B] @ [L·B, H]`` matmul once every
+step's backward has run. Numerically it equals plain autograd up to float summation order.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class _WeightGradCollector(torch.autograd.Function):
+    """Identity on the weight; its backward forms the weight gradient from the steps' records."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, records: list[tuple[Tensor, Tensor]]) -> Tensor:
+        ctx.records = records
+        ctx.set_materialize_grads(False)
+        return weight.view_as(weight)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor | None):
+        records = ctx.records
+        if not records:
+            return grad, None
+        grads = torch.cat([g for g, _ in records])
+        inputs = torch.cat([h for _, h in records])
+        records.clear()
+        weight_grad = grads.t() @ inputs
+        if grad is not None:
+            weight_grad = weight_grad + grad
+        return weight_grad, None
+
+
+class _RecordedMatmul(torch.autograd.Function):
+    """``h @ W^T`` whose backward returns only the input gradient and records ``(g, h)`` for ``W``."""
+
+    @staticmethod
+    def forward(ctx, h: Tensor, weight: Tensor, records: list[tuple[Tensor, Tensor]]) -> Tensor:
+        ctx.save_for_backward(h, weight)
+        ctx.records = records
+        return h @ weight.t()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        h, weight = ctx.saved_tensors
+        if ctx.needs_input_grad[1]:
+            ctx.records.append((grad, h))
+        grad_h = grad @ weight if ctx.needs_input_grad[0] else None
+        return grad_h, None, None
+
+
+class TimeBatchedLinear:
+    """``step(h) = h @ weight^T`` for many steps of one forward call, with one batched weight gradient.
+
+    Create one per forward call (``TimeBatchedLinear(weight)``), call ``step(h [B, H]) -> [B, G]`` at each
+    time step. ``weight`` ``[G, H]`` may be a non-leaf (e.g. a DropConnect-masked weight).
+    """
+
+    def __init__(self, weight: Tensor) -> None:
+        self._records: list[tuple[Tensor, Tensor]] = []
+        self._weight = _WeightGradCollector.apply(weight, self._records) if weight.requires_grad else weight
+
+    def step(self, h: Tensor) -> Tensor:
+        if not (self._weight.requires_grad and torch.is_grad_enabled()):
+            return h @ self._weight.t()
+        return _RecordedMatmul.apply(h, self._weight, self._records)
