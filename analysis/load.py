@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 _RUN_FILES = ("summary.json", "metrics.jsonl", "spec.yaml")
-_PASSWORD_IN_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@")
+_PASSWORD_IN_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^/\s]*)@")
 
 
 class AnalysisError(ValueError):

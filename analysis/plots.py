@@ -33,7 +33,6 @@ STYLE = {
     "xtick.labelsize": 9.5, "ytick.labelsize": 9.5, "legend.fontsize": 9, "legend.frameon": False,
     "axes.grid": True, "grid.alpha": 0.3, "grid.linestyle": "-", "axes.spines.top": False,
     "axes.spines.right": False, "figure.titlesize": 13, "figure.titleweight": "bold",
-    "savefig.bbox": "tight", "savefig.pad_inches": 0.15,
 }
 
 

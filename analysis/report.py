@@ -6,14 +6,17 @@ from __future__ import annotations
 import base64
 import csv
 import datetime as dt
+import glob
 import html
 import json
 import math
 import re
 import shutil
+import sqlite3
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -165,13 +168,13 @@ def embed_json(data: Any) -> str:
 # ------------------------------------------------------------------------------------------------ report
 
 
-def _points(summary: Sequence[Mapping[str, Any]], study: StudyData | None,
+def _points(summary: Sequence[Mapping[str, Any]], studies: Sequence[StudyData],
             runs_by_source: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Pareto points of runs and sweep trials (trial parameters/FLOPs from its run folder when loaded)."""
     points = [{"run": r["run"], "family": r["family"], "kind": r["kind"], "label": r["experiment"],
                "density": r["density"], "params_nonzero": r["params_nonzero"], "train_flops": r["train_flops"],
                "val_ppl": r["best_val_ppl"]} for r in summary]
-    if study is not None:
+    for study in studies:
         for trial in study.trials:
             if trial["value"] is None:
                 continue
@@ -181,7 +184,7 @@ def _points(summary: Sequence[Mapping[str, Any]], study: StudyData | None,
                 linked = runs_by_source.get(str(Path(str(attrs["run_dir"])).resolve()))
             if linked is not None and any(p["run"] == linked["run"] for p in points):
                 continue  # the trial's run folder is already a point of its own
-            points.append({"run": f"trial {trial['number']}", "family": linked["family"] if linked else "sweep",
+            points.append({"run": f"{study.name} trial {trial['number']}", "family": linked["family"] if linked else "sweep",
                            "kind": "trial", "label": f"trial {trial['number']}", "density": trial["density"],
                            "params_nonzero": attrs.get("params_nonzero"),
                            "train_flops": attrs.get("train_flops"), "val_ppl": trial["value"]})
@@ -272,9 +275,11 @@ class _Figures:
                 f'data-file="{html.escape(path.name)}"><figcaption>{html.escape(caption)}</figcaption></figure>')
 
 
-def build_report(runs: Sequence[Run], out_dir: Path | str, study: StudyData | None = None,
+def build_report(runs: Sequence[Run], out_dir: Path | str, study: StudyData | Sequence[StudyData] | None = None,
                  paper_reference: bool = True, *, title: str = "selfish-rnn: sparse vs dense runs") -> Path:
-    """Write `report.html`, the PNGs, `results.md` and `results.csv` into `out_dir`; return the HTML path."""
+    """Write `report.html`, the PNGs, `results.md`, `results.csv` (and `report.json`, the embedded data)
+    into `out_dir`; return the HTML path. `study` may be one study or several."""
+    studies: list[StudyData] = [] if study is None else [study] if isinstance(study, StudyData) else list(study)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summary_rows(runs)
@@ -351,7 +356,7 @@ def build_report(runs: Sequence[Run], out_dir: Path | str, study: StudyData | No
 
     # pareto ------------------------------------------------------------------------------------------
     runs_by_source = {str(Path(r["source"]).resolve()): r for r in summary if not r["source"].startswith("wandb:")}
-    points = _points([r for r in summary if r["status"] in FINISHED], study, runs_by_source)
+    points = _points([r for r in summary if r["status"] in FINISHED], studies, runs_by_source)
     fig = plots.plot_pareto(points, paper_present, colors)
     sections.append(("pareto", "Sparsity trade-off (Pareto view)", figures.add(
         fig, "pareto", "Best validation perplexity of every run and sweep trial against density, nonzero "
@@ -391,7 +396,7 @@ def build_report(runs: Sequence[Run], out_dir: Path | str, study: StudyData | No
                      "".join(mask_html) or '<p class="note">No sparse runs with mask statistics.</p>'))
 
     # sweep -------------------------------------------------------------------------------------------
-    if study is not None:
+    for index, study in enumerate(studies):
         dense_refs = [{"family": r["family"], "val_ppl": r["best_val_ppl"]} for r in summary
                       if r["kind"] == "dense" and r["best_val_ppl"] is not None]
         fig = plots.plot_sweep(study.name, study.trials, study.importances, dense_refs)
@@ -412,30 +417,29 @@ def build_report(runs: Sequence[Run], out_dir: Path | str, study: StudyData | No
                       + '<div class="card" style="overflow-x:auto">'
                       + _html_table(("trial", "state", "value", "density", "last epoch", "params", "run folder",
                                      "reason"), trial_rows, {0, 2, 3, 4}) + "</div>")
-        sections.append(("sweep", f"Sweep: {study.name}", sweep_html))
+        sections.append((f"sweep{index}" if index else "sweep", f"Sweep: {study.name}", sweep_html))
 
     # data + page -------------------------------------------------------------------------------------
-    warnings = [w for run in runs for w in run.warnings] + (study.warnings if study else [])
+    warnings = [w for run in runs for w in run.warnings] + [w for st in studies for w in st.warnings]
     data = {"generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "runs": summary, "epochs": epochs, "tests": tests, "gates": gates, "updates": updates,
             "paper": paper_rows, "warnings": warnings,
-            "study": None if study is None else {"name": study.name, "storage": study.storage,
-                                                 "directions": study.directions, "trials": study.trials,
-                                                 "importances": study.importances}}
+            "studies": [{"name": st.name, "storage": st.storage, "directions": st.directions,
+                         "trials": st.trials, "importances": st.importances} for st in studies]}
     kinds = Counter(r["kind"] for r in summary)
     statuses = Counter(r["status"] for r in summary)
     facts = [f"<span><b>{len(summary)}</b>runs</span>",
              f"<span><b>{kinds.get('sparse', 0)}</b>sparse</span>",
              f"<span><b>{kinds.get('dense', 0)}</b>dense</span>",
              f"<span><b>{len(families)}</b>families</span>"]
-    if study is not None:
-        facts.append(f"<span><b>{len(study.trials)}</b>sweep trials</span>")
+    if studies:
+        facts.append(f"<span><b>{sum(len(st.trials) for st in studies)}</b>sweep trials</span>")
     status_text = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) or "none"
     family_text = ", ".join(families) or "none"
     sources = sorted({str(Path(r["source"]).parent.parent) for r in summary})
     loaded = (f"Families: {html.escape(family_text)} · status: {html.escape(status_text)}"
               + (f" · from {html.escape(', '.join(sources[:4]))}{' …' if len(sources) > 4 else ''}" if sources else "")
-              + (f" · sweep <code>{html.escape(study.name)}</code>" if study else ""))
+              + "".join(f" · sweep <code>{html.escape(st.name)}</code>" for st in studies))
     warn_html = ""
     if warnings:
         items = "".join(f"<li>{html.escape(mask_url(w))}</li>" for w in warnings)
@@ -467,20 +471,64 @@ def build_report(runs: Sequence[Run], out_dir: Path | str, study: StudyData | No
 # -------------------------------------------------------------------------------------------- entry points
 
 
-def report_main(paths: Sequence[str], sweep_storage: str | None, sweep_study: str | None, out_dir: str | Path,
-                *, paper_reference: bool = True) -> int:
-    """`runner.py report [RUN_DIRS or globs] [--sweep STORAGE] --out DIR`: 0 written, 2 bad input."""
+def _is_optuna_sqlite(path: Path) -> bool:
+    """A SQLite file holding Optuna's `studies` and `trials` tables (opened read-only)."""
+    try:
+        with path.open("rb") as handle:
+            if not handle.read(16).startswith(b"SQLite format 3"):
+                return False
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        return {"studies", "trials"} <= tables
+    except (OSError, sqlite3.Error):
+        return False
+
+
+def find_sweep_storages(paths: Sequence[str | Path]) -> list[Path]:
+    """Sweep storages under the given folders: the sweeps' default journals `sweeps/<study>/journal.log`
+    (selfish.sweep) and SQLite files `*.db` / `*.sqlite3` whose header says SQLite."""
+    found: dict[Path, None] = {}
+    for item in paths:
+        for root in ([Path(p) for p in glob.glob(str(item), recursive=True)] if glob.has_magic(str(item))
+                     else [Path(item)]):
+            if not root.is_dir():
+                continue
+            for path in sorted(root.rglob("journal.log")):
+                if path.parent.parent.name == "sweeps":
+                    found[path.resolve()] = None
+            for pattern in ("*.db", "*.sqlite3"):
+                for path in sorted(root.rglob(pattern)):
+                    if _is_optuna_sqlite(path):
+                        found[path.resolve()] = None
+    return sorted(found)
+
+
+def report_main(paths: Sequence[str], sweep_storage: str | Sequence[str] | None, sweep_study: str | None,
+                out_dir: str | Path, *, paper_reference: bool = True) -> int:
+    """`runner.py report [RUN_DIRS or globs] [--sweep STORAGE] --out DIR`: 0 written, 2 bad input.
+
+    With no `sweep_storage`, the sweep storages found under `paths` (see `find_sweep_storages`) are
+    included, so `report runs` shows every run and every sweep kept under `runs/`."""
     try:
         runs = load_runs(paths or [])
-        study = load_study(sweep_storage, sweep_study) if sweep_storage else None
-        if not runs and study is None:
+        if sweep_storage:
+            storages = [sweep_storage] if isinstance(sweep_storage, (str, Path)) else list(sweep_storage)
+            studies = [load_study(s, sweep_study) for s in storages]
+        else:
+            studies = []
+            for found in find_sweep_storages(paths or []):
+                try:
+                    studies.append(load_study(found))
+                except AnalysisError as err:  # a storage with several studies: say so, go on
+                    print(f"note: skipped {found}: {err}", file=sys.stderr)
+        if not runs and not studies:
             where = ", ".join(map(str, paths)) or "(no paths given)"
             raise AnalysisError(f"no run folders (with summary.json or metrics.jsonl) under {where}")
-        path = build_report(runs, out_dir, study=study, paper_reference=paper_reference)
+        path = build_report(runs, out_dir, study=studies, paper_reference=paper_reference)
     except AnalysisError as err:
         print(f"error: {mask_url(str(err))}", file=sys.stderr)
         return 2
-    trials = f", {len(study.trials)} sweep trials" if study else ""
+    trials = f", {sum(len(st.trials) for st in studies)} sweep trials" if studies else ""
     print(f"report: {path} ({len(runs)} runs{trials}); tables: {path.parent / 'results.md'}, "
           f"{path.parent / 'results.csv'}")
     return 0
