@@ -45,7 +45,9 @@ def _owners(model: nn.Module) -> dict[int, list[nn.Module]]:
     return owners
 
 
-def _forward_uses(model: nn.Module, name: str, param: nn.Parameter, owners: dict[int, list[nn.Module]]) -> int:
+def _forward_uses(
+    model: nn.Module, name: str, param: nn.Parameter, owners: dict[int, list[nn.Module]]
+) -> int:
     declared = getattr(model, "matmul_uses", None)
     if callable(declared):
         uses = declared()
@@ -80,7 +82,9 @@ def count_tensors(
         elif nominal_density is not None and name in nominal_density:
             maskable, nonzero = True, int(round(nominal_density[name] * numel))
         counts.append(
-            TensorCount(name, tuple(param.shape), numel, nonzero, maskable, _forward_uses(model, name, param, owners))
+            TensorCount(
+                name, tuple(param.shape), numel, nonzero, maskable, _forward_uses(model, name, param, owners)
+            )
         )
     return counts
 
@@ -105,7 +109,9 @@ def training_flops_per_token(f_dense: float, f_sparse: float, method: str, updat
     if method == "gradient":
         dt = max(1, update_interval)
         return (3.0 * f_sparse * dt + 2.0 * f_sparse + f_dense) / (dt + 1)
-    raise ValueError(f"unknown training method {method!r}; allowed: dense, static, random, momentum, gradient")
+    raise ValueError(
+        f"unknown training method {method!r}; allowed: dense, static, random, momentum, gradient"
+    )
 
 
 def summarize(
@@ -120,7 +126,11 @@ def summarize(
     f_dense = forward_flops_per_token(counts, sparse=False)
     f_sparse = forward_flops_per_token(counts, sparse=True)
     per_token = training_flops_per_token(f_dense, f_sparse, method, update_interval)
-    params_dense = sum(c.numel for c in maskable) if maskable else sum(c.numel for c in counts if c.numel and len(c.shape) >= 2)
+    params_dense = (
+        sum(c.numel for c in maskable)
+        if maskable
+        else sum(c.numel for c in counts if c.numel and len(c.shape) >= 2)
+    )
     params_nonzero = sum(c.nonzero for c in maskable) if maskable else params_dense
     params_total = sum(c.numel for c in counts)
     return {

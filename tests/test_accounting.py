@@ -22,7 +22,9 @@ def maskable_density(model: nn.Module, density: float) -> dict[str, float]:
 def test_paper_lstm_counts_and_flops():
     model = paper_lstm()
     counts = accounting.count_tensors(model, nominal_density=maskable_density(model, 0.33))
-    summary = accounting.summarize(counts, method="random", update_interval=1328, train_tokens_total=929_580 * 100)
+    summary = accounting.summarize(
+        counts, method="random", update_interval=1328, train_tokens_total=929_580 * 100
+    )
     assert summary["params_dense"] == 66_000_000
     assert summary["params_nonzero"] == 21_780_000
     assert summary["params_other"] == 4 * 1500 * 2 * 2 + 10000  # LSTM biases + decoder bias
@@ -38,7 +40,9 @@ def test_training_flops_conventions():
     assert accounting.training_flops_per_token(fd, fs, "static", 10) == 90.0
     assert accounting.training_flops_per_token(fd, fs, "random", 10) == 90.0
     assert accounting.training_flops_per_token(fd, fs, "momentum", 10) == 160.0
-    assert accounting.training_flops_per_token(fd, fs, "gradient", 9) == pytest.approx((90 * 9 + 60 + 100) / 10)
+    assert accounting.training_flops_per_token(fd, fs, "gradient", 9) == pytest.approx(
+        (90 * 9 + 60 + 100) / 10
+    )
     with pytest.raises(ValueError, match="allowed"):
         accounting.training_flops_per_token(fd, fs, "magic", 1)
 
