@@ -12,6 +12,7 @@ from torch import nn
 
 from selfish.models.base import LMOutput, ar_tar, repackage_hidden
 from selfish.models.lstm import StackedLSTM
+from selfish.models.mos import MoS
 from selfish.models.onlstm import ONLSTM
 from selfish.models.rhn import RHN
 
@@ -19,6 +20,7 @@ MODEL_REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "lstm": StackedLSTM,
     "rhn": RHN,
     "onlstm": ONLSTM,
+    "mos": MoS,
 }
 
 
