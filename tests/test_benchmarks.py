@@ -1,0 +1,106 @@
+"""The benchmarks run end to end at tiny scale and write well-formed results (no timing thresholds)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks.common import case, interleaved, make_scale, markdown_table, regenerate_readme
+from benchmarks.run import BENCHMARKS, main, run_benchmark
+
+CASE_FIELDS = {"case", "metric", "value", "baseline", "unit", "ratio", "ratio_means", "target", "meets_target",
+               "details"}
+MACHINE_FIELDS = {"cores", "threads", "torch", "date", "load_average"}
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _positive_finite(x: float) -> bool:
+    return isinstance(x, float) and math.isfinite(x) and x > 0
+
+
+def _check_result(result: dict, path: Path) -> None:
+    on_disk = json.loads(path.read_text())
+    assert on_disk["name"] == result["name"]
+    assert MACHINE_FIELDS <= set(on_disk["machine"])
+    assert on_disk["machine"]["torch"] == torch.__version__
+    assert on_disk["scale"] == "tiny"
+    assert "traceback" not in on_disk, on_disk.get("traceback")
+    for row in on_disk["cases"]:
+        assert CASE_FIELDS <= set(row), row
+        for key in ("value", "baseline", "ratio"):
+            assert _positive_finite(row[key]), (row["case"], key, row[key])
+        assert row["meets_target"] in (True, False, None)
+
+
+# Benchmarks whose every case must run at tiny scale once the code they measure has landed.
+FAST = ["training", "asgd", "mask_update", "flops", "corpus", "model_cells"]
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_benchmark_tiny_writes_json_with_positive_finite_ratios(name: str, tmp_path: Path) -> None:
+    result = run_benchmark(name, make_scale("tiny", threads=1), tmp_path)
+    path = tmp_path / f"{result['name']}.json"
+    assert path.is_file()
+    if not result["cases"]:
+        pytest.skip(f"{name}: nothing could run yet: {result['skipped']}")
+    _check_result(result, path)
+    if name == "asgd":
+        assert result["cases"][0]["details"]["optimizer"] == "SNTASGD"
+    if name == "mask_update":
+        assert result["cases"][0]["details"]["maskable_weights"] > 0
+
+
+@pytest.mark.slow
+def test_sweep_benchmark_tiny(tmp_path: Path) -> None:
+    """Spawns a fresh worker process (imports torch and optuna: ~10 s)."""
+    result = run_benchmark("sweep", make_scale("tiny", threads=1), tmp_path)
+    if not result["cases"]:
+        pytest.skip(f"sweep: nothing could run yet: {result['skipped']}")
+    _check_result(result, tmp_path / "sweep.json")
+    trials = result["cases"][0]["details"]["trials"]
+    assert len(trials) == 2 and all(t["to_first_forward"] <= t["to_first_step_end"] for t in trials)
+
+
+def test_interleaved_alternates_order_and_skips_warmup() -> None:
+    calls: list[str] = []
+    times = interleaved({"a": lambda: calls.append("a") or 1.0, "b": lambda: calls.append("b") or 2.0},
+                        repeats=3, warmup=1)
+    assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert times == {"a": [1.0, 1.0, 1.0], "b": [2.0, 2.0, 2.0]}
+
+
+def test_readme_regenerated_from_all_json_files(tmp_path: Path) -> None:
+    for name, ratio in (("alpha", 1.25), ("beta", 0.5)):
+        row = case("c1", "s", value=1.0, baseline=ratio, unit="s", ratio=ratio, ratio_means="x", target=">= 1",
+                   meets_target=ratio >= 1)
+        (tmp_path / f"{name}.json").write_text(json.dumps(
+            {"name": name, "title": name.upper(), "scale": "tiny", "machine": {}, "duration_s": 1.0,
+             "cases": [row], "notes": ["n"], "skipped": ["s"]}))
+    (tmp_path / "models.json").write_text(json.dumps({"threads": 2}))  # another schema: ignored
+    text = regenerate_readme(tmp_path).read_text()
+    assert text.index("ALPHA") < text.index("BETA")
+    assert "| c1 | 1 s | 1.25 s | 1.250 |" in text and "**no**" in text
+    assert "not run: s" in markdown_table(json.loads((tmp_path / "alpha.json").read_text()))
+
+
+def test_cli_only_quick_writes_results_and_readme(tmp_path: Path) -> None:
+    assert main(["--only", "corpus", "--quick", "--out", str(tmp_path), "--threads", "1"]) == 0
+    assert (tmp_path / "corpus.json").is_file()
+    assert "corpus" in (tmp_path / "README.md").read_text()
+
+
+def test_registry_names_match_modules() -> None:
+    import importlib
+
+    for name, module in BENCHMARKS.items():
+        assert importlib.import_module(module).NAME == name
