@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from pathlib import Path
 
 from .load import mask_url
 from .report import live_dashboard_command, report_main
@@ -20,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-paper", action="store_true", help="leave out the paper's reference numbers")
     parser.add_argument("--live", metavar="STORAGE", help="serve optuna-dashboard on this storage instead")
     parser.add_argument("--port", type=int, default=8080, help="port for --live (default: %(default)s)")
+    parser.add_argument("--title", help="report title")
+    parser.add_argument("--screenshot", metavar="PNG", help="also save a 1400x2400 screenshot (needs chromium)")
     args = parser.parse_args(argv)
     if args.live:
         command = live_dashboard_command(args.live, port=args.port)
@@ -31,7 +34,17 @@ def main(argv: list[str] | None = None) -> int:
         except FileNotFoundError:
             print("error: optuna-dashboard is not installed in this environment", file=sys.stderr)
             return 2
-    return report_main(args.paths or ["runs"], args.sweep, args.study, args.out, paper_reference=not args.no_paper)
+    code = report_main(args.paths or ["runs"], args.sweep, args.study, args.out,
+                       paper_reference=not args.no_paper, title=args.title)
+    if code == 0 and args.screenshot:
+        from .browser import screenshot
+
+        try:
+            print("screenshot:", screenshot(Path(args.out) / "report.html", Path(args.screenshot)))
+        except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+            print(f"error: no screenshot: {err}", file=sys.stderr)
+            return 1
+    return code
 
 
 if __name__ == "__main__":

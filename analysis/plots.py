@@ -173,13 +173,13 @@ def plot_pareto(points: Sequence[Mapping[str, Any]], paper: Sequence[Mapping[str
     `train_flops`, `val_ppl`."""
     families = sorted({p["family"] for p in points if p["kind"] != "trial"})
     marker = {fam: FAMILY_MARKERS[i % len(FAMILY_MARKERS)] for i, fam in enumerate(families)}
-    axes_spec = (("density", "density (nonzero / total weights of sparse tensors)", False),
-                 ("params_nonzero", "nonzero parameters", True),
-                 ("train_flops", "training FLOPs (total, whole run)", True))
+    axes_spec = (("density", "density (nonzero / total weights of sparse tensors)", False, "vs density"),
+                 ("params_nonzero", "nonzero parameters (log scale)", True, "vs nonzero parameters"),
+                 ("train_flops", "training FLOPs, whole run (log scale)", True, "vs training FLOPs"))
     with matplotlib.rc_context(STYLE):
         fig = new_figure(15, 4.8)
         axes = fig.subplots(1, 3, sharey=True)
-        for ax, (key, xlabel, log_x) in zip(axes, axes_spec, strict=True):
+        for ax, (key, xlabel, log_x, title) in zip(axes, axes_spec, strict=True):
             plotted = 0
             dense_seen: set[str] = set()
             by_family: dict[str, list[tuple[float, float]]] = defaultdict(list)
@@ -222,8 +222,7 @@ def plot_pareto(points: Sequence[Mapping[str, Any]], paper: Sequence[Mapping[str
             if not plotted:
                 _note_empty(ax, f"no runs with {key.replace('_', ' ')}")
             ax.set_xlabel(xlabel)
-            ax.set_title(f"perplexity vs {key.replace('_', ' ').replace('params', 'parameters')}",
-                         fontsize=11, fontweight="normal")
+            ax.set_title(f"perplexity {title}", fontsize=11, fontweight="normal")
         axes[0].set_ylabel("best validation perplexity")
         all_y = [p["val_ppl"] for p in points if p.get("val_ppl") is not None] + [r["val_ppl"] for r in paper]
         if all_y:

@@ -504,7 +504,7 @@ def find_sweep_storages(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def report_main(paths: Sequence[str], sweep_storage: str | Sequence[str] | None, sweep_study: str | None,
-                out_dir: str | Path, *, paper_reference: bool = True) -> int:
+                out_dir: str | Path, *, paper_reference: bool = True, title: str | None = None) -> int:
     """`runner.py report [RUN_DIRS or globs] [--sweep STORAGE] --out DIR`: 0 written, 2 bad input.
 
     With no `sweep_storage`, the sweep storages found under `paths` (see `find_sweep_storages`) are
@@ -524,7 +524,8 @@ def report_main(paths: Sequence[str], sweep_storage: str | Sequence[str] | None,
         if not runs and not studies:
             where = ", ".join(map(str, paths)) or "(no paths given)"
             raise AnalysisError(f"no run folders (with summary.json or metrics.jsonl) under {where}")
-        path = build_report(runs, out_dir, study=studies, paper_reference=paper_reference)
+        path = build_report(runs, out_dir, study=studies, paper_reference=paper_reference,
+                            **({"title": title} if title else {}))
     except AnalysisError as err:
         print(f"error: {mask_url(str(err))}", file=sys.stderr)
         return 2
