@@ -88,11 +88,13 @@ def human(value: float, _pos: Any = None) -> str:
     return f"{value:g}"
 
 
-def log_axis(axis: Any) -> None:
-    """Readable log axis: ticks at 1, 2, 5 x 10^k with plain labels, no minor labels."""
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+def log_axis(axis: Any, span: float = 100.0) -> None:
+    """Readable log axis: plain labels at 1, 2, 5 x 10^k (denser when the data `span` = max/min is
+    small), no minor labels."""
+    subs = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0) if span < 12 else (1.0, 2.0, 5.0)
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
     axis.set_major_formatter(FuncFormatter(human))
-    axis.set_minor_locator(LogLocator(base=10, subs=(3.0, 4.0, 6.0, 7.0, 8.0, 9.0)))
+    axis.set_minor_locator(LogLocator(base=10, subs=tuple(float(k) for k in range(2, 10) if k not in subs)))
     axis.set_minor_formatter(NullFormatter())
 
 
@@ -100,7 +102,7 @@ def _maybe_log_y(ax: Any, values: Sequence[float]) -> None:
     finite = [v for v in values if v is not None and math.isfinite(v) and v > 0]
     if finite and max(finite) / min(finite) > 3:
         ax.set_yscale("log")
-        log_axis(ax.yaxis)
+        log_axis(ax.yaxis, max(finite) / min(finite))
 
 
 def _note_empty(ax: Any, text: str) -> None:
@@ -177,7 +179,7 @@ def plot_pareto(points: Sequence[Mapping[str, Any]], paper: Sequence[Mapping[str
                  ("params_nonzero", "nonzero parameters (log scale)", True, "vs nonzero parameters"),
                  ("train_flops", "training FLOPs, whole run (log scale)", True, "vs training FLOPs"))
     with matplotlib.rc_context(STYLE):
-        fig = new_figure(15, 4.8)
+        fig = new_figure(13.5, 5.0)
         axes = fig.subplots(1, 3, sharey=True)
         for ax, (key, xlabel, log_x, title) in zip(axes, axes_spec, strict=True):
             plotted = 0
