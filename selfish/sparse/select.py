@@ -1,0 +1,219 @@
+"""Selection primitives on flat tensors: k smallest among candidates, Bernoulli draws, exact counts.
+
+Everything here works on tensors of any shape (read as flat, contiguous), never loops over elements in
+Python and draws randomness only from the ``torch.Generator`` it is given. These are the hot paths of a
+mask update (spec §3.2, §3.4), written to read each tensor only a few times.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import torch
+
+__all__ = [
+    "Workspace",
+    "make_generator",
+    "stable_seed",
+    "count",
+    "kth_smallest",
+    "select_smallest",
+    "select_largest",
+    "bernoulli_select",
+    "sample_from",
+    "fix_count",
+]
+
+_SAMPLE_SIZE = 1 << 16  # elements read (strided) to bracket a quantile
+
+
+class Workspace:
+    """Reusable scratch buffers for one update, so large temporaries are allocated (and page-faulted)
+    once per update instead of once per tensor."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple, torch.Tensor] = {}
+
+    def like(self, t: torch.Tensor, key: str = "float") -> torch.Tensor:
+        """An uninitialised tensor with the shape, dtype and device of ``t``."""
+        slot = (key, t.dtype, t.device)
+        buf = self._buffers.get(slot)
+        if buf is None or buf.numel() < t.numel():
+            buf = torch.empty(t.numel(), dtype=t.dtype, device=t.device)
+            self._buffers[slot] = buf
+        return buf[: t.numel()].view(t.shape)
+
+    def abs(self, t: torch.Tensor) -> torch.Tensor:
+        """|t| written into a scratch buffer."""
+        return torch.abs(t, out=self.like(t, "abs"))
+
+    def neg_abs(self, t: torch.Tensor) -> torch.Tensor:
+        """-|t| written into a scratch buffer."""
+        return self.abs(t).neg_()
+
+
+def _abs(t: torch.Tensor, workspace: Workspace | None) -> torch.Tensor:
+    return t.abs() if workspace is None else workspace.abs(t)
+
+
+def stable_seed(*parts: object) -> int:
+    """A 63-bit seed from ``parts`` via crc32 (stable across processes, unlike ``hash()``)."""
+    text = "\x1f".join(str(p) for p in parts).encode()
+    hi = zlib.crc32(text)
+    lo = zlib.crc32(text[::-1] + b"\x00")
+    return ((hi << 31) ^ lo) & ((1 << 63) - 1)
+
+
+def make_generator(device: torch.device, *parts: object) -> torch.Generator:
+    """A generator on ``device`` seeded with ``stable_seed(*parts)``."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(stable_seed(*parts))
+    return gen
+
+
+def count(mask: torch.Tensor) -> torch.Tensor:
+    """Number of True entries as a 0-d int64 tensor (no host sync)."""
+    return torch.count_nonzero(mask)
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(-1)
+
+
+def kth_smallest(values: torch.Tensor, candidates: torch.Tensor, k: int, n_candidates: int) -> torch.Tensor:
+    """The k-th smallest (1-based) of ``values[candidates]`` as a 0-d tensor.
+
+    Brackets the quantile from a strided sample of about 65k elements, then runs ``kthvalue`` only on
+    the candidates inside the bracket (a few percent of them); falls back to the full ``kthvalue`` when
+    the bracket misses. ``1 <= k <= n_candidates`` (= ``count(candidates)``).
+    """
+    v, c = _flat(values), _flat(candidates)
+    numel = v.numel()
+    stride = max(1, numel // _SAMPLE_SIZE)
+    if stride > 1 and n_candidates > 4 * _SAMPLE_SIZE:
+        sample = v[::stride][c[::stride]]
+        m = sample.numel()
+        if m >= 256:
+            sample = torch.sort(sample).values
+            q = (k - 0.5) / n_candidates
+            delta = 6.0 * math.sqrt(max(q * (1.0 - q), 1.0 / m) / m) + 2.0 / m
+            i_lo, i_hi = math.floor((q - delta) * m), math.ceil((q + delta) * m)
+            lo = sample[i_lo] if i_lo >= 0 else None
+            hi = sample[i_hi] if i_hi < m else None
+            at_most_hi = c if hi is None else c & (v <= hi)
+            if lo is None:
+                n_below, inside = 0, at_most_hi
+                n_inside = int(count(inside))
+            else:
+                below = c & (v < lo)  # subset of at_most_hi since lo <= hi
+                n_below = int(count(below))
+                n_inside = int(count(at_most_hi)) - n_below
+                inside = at_most_hi ^ below
+            if n_below < k <= n_below + n_inside:
+                return torch.kthvalue(v[inside], k - n_below).values
+    return torch.kthvalue(v[c], k).values
+
+
+def select_smallest(
+    values: torch.Tensor, candidates: torch.Tensor, k: int, generator: torch.Generator,
+    n_candidates: int | None = None,
+) -> torch.Tensor:
+    """Exactly ``k`` candidate positions with the smallest ``values`` (ties broken at random).
+
+    Returns a bool tensor shaped like ``values``. ``k`` is clamped to [0, #candidates].
+    """
+    n = int(count(candidates)) if n_candidates is None else n_candidates
+    k = max(0, min(int(k), n))
+    if k == 0:
+        return torch.zeros_like(candidates)
+    if k == n:
+        return candidates.clone()
+    t = kth_smallest(values, candidates, k, n)
+    chosen = candidates & (values <= t)
+    surplus = int(count(chosen)) - k
+    if surplus > 0:  # ties at t: drop `surplus` of them at random
+        ties = candidates & (values == t)
+        chosen &= ~sample_from(ties, surplus, generator)
+    return chosen
+
+
+def select_largest(
+    values: torch.Tensor, candidates: torch.Tensor, k: int, generator: torch.Generator,
+    n_candidates: int | None = None,
+) -> torch.Tensor:
+    """Exactly ``k`` candidate positions with the largest ``values`` (ties broken at random)."""
+    return select_smallest(values.neg(), candidates, k, generator, n_candidates)
+
+
+def bernoulli_select(candidates: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
+    """Each candidate independently True with probability ``probability`` (marginally exact).
+
+    Uses 16 random bits per element (one int64 draw per four elements). The 16-bit threshold is
+    rounded up or down at random once per call so that the marginal probability is exactly
+    ``probability``; this correlates the draws within one call only through that single coin.
+    """
+    if probability <= 0.0:
+        return torch.zeros_like(candidates)
+    if probability >= 1.0:
+        return candidates.clone()
+    numel = candidates.numel()
+    n64 = (numel + 3) // 4
+    bits = torch.empty(n64, dtype=torch.int64, device=candidates.device)
+    bits.random_(-(2**63), None, generator=generator)
+    r16 = bits.view(torch.int16)[:numel].view(candidates.shape)
+    scaled = probability * 65536.0
+    level = math.floor(scaled)
+    coin = torch.rand((), generator=generator, device=candidates.device).item()
+    if coin < scaled - level:
+        level += 1
+    if level >= 65536:
+        return candidates.clone()
+    return candidates & (r16 < (level - 32768))
+
+
+def sample_from(pool: torch.Tensor, m: int, generator: torch.Generator) -> torch.Tensor:
+    """``m`` positions drawn uniformly without replacement from the True entries of ``pool``.
+
+    Small pools use ``nonzero``; a small ``m`` from a large pool draws random flat indices and keeps
+    the hits; a large ``m`` is a Bernoulli draw corrected by ``fix_count``. Returns a bool tensor shaped
+    like ``pool``.
+    """
+    flat = _flat(pool)
+    n_pool = int(count(flat))
+    m = max(0, min(int(m), n_pool))
+    out = torch.zeros_like(flat)
+    if m == 0:
+        return out.view(pool.shape)
+    if m == n_pool:
+        return pool.clone()
+    numel = flat.numel()
+    device = pool.device
+    if n_pool > (1 << 16) and m > n_pool // 8:
+        # many of the pool: Bernoulli draw, then correct the small surplus/shortfall
+        return fix_count(bernoulli_select(pool, m / n_pool, generator), pool, m, generator)
+    if n_pool <= (1 << 16):
+        idx = torch.nonzero(flat).squeeze(1)
+    else:  # few of a large pool: draw random flat indices, keep hits (about 8 m draws at most)
+        draws = int(2 * m * numel / n_pool) + 64
+        idx = torch.empty(0, dtype=torch.int64, device=device)
+        while idx.numel() < m:
+            raw = torch.randint(0, numel, (draws,), generator=generator, device=device)
+            idx = torch.unique(torch.cat([idx, raw[flat[raw]]]))
+    perm = torch.randperm(idx.numel(), generator=generator, device=device)[:m]
+    out[idx[perm]] = True
+    return out.view(pool.shape)
+
+
+def fix_count(chosen: torch.Tensor, candidates: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Make a random subset ``chosen`` of ``candidates`` have exactly ``k`` elements.
+
+    Drops a uniform subset of the surplus or adds a uniform subset of the missing from the unchosen
+    candidates; a Bernoulli draw corrected this way is a uniform k-subset.
+    """
+    have = int(count(chosen))
+    if have > k:
+        return chosen & ~sample_from(chosen, have - k, generator)
+    if have < k:
+        return chosen | sample_from(candidates & ~chosen, k - have, generator)
+    return chosen
