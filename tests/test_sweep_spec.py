@@ -6,13 +6,19 @@ import argparse
 from pathlib import Path
 
 import pytest
-from test_sweep_support import TINY_SPEC
 
 from selfish.sweep.cli import register_cli
 from selfish.sweep.experiment_glue import load_trial_spec
 from selfish.sweep.run import validate_sweep
 from selfish.sweep.spec import SweepSpecError, grid_size, load_sweep, order_space
 from selfish.sweep.storage import StorageError, redact_url, resolve_storage, scrub
+
+try:  # tests/ may or may not be a package
+    from tests import test_sweep_support as support
+except ImportError:
+    import test_sweep_support as support
+
+TINY_SPEC = support.TINY_SPEC
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -35,15 +35,11 @@ def load_trial_spec(base: Path, overrides: Mapping[str, Any]) -> Any:
 
 
 def trial_sinks(spec: Any, run_dir: Path, wandb: WandbTrial) -> Sequence[Any]:
-    """Sinks of one trial: its run folder and (unless disabled) a W&B run named ``<study>-t<n>``.
+    """Sinks of one trial: its run folder and a W&B run named ``<study>-t<n>`` grouped by study.
 
-    Uses ``selfish.tracking`` when it is importable; with no tracking module, no sinks.
+    ``selfish.tracking`` keeps the W&B run id in the run folder, so a retried trial (same folder)
+    continues the same W&B run.
     """
-    try:
-        from selfish import tracking
-    except ImportError:
-        return []
-    build = getattr(tracking, "trial_sinks", None) or getattr(tracking, "build_sinks", None)
-    if build is None:
-        return []
-    return build(spec, run_dir, wandb)  # pragma: no cover - replaced once selfish.tracking lands
+    from selfish.tracking import trial_sinks as tracking_trial_sinks
+
+    return tracking_trial_sinks(spec, run_dir, wandb)

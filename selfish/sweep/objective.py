@@ -164,21 +164,20 @@ def spec_name(spec: Mapping[str, Any], base_path: Path) -> str:
 
 
 def read_wandb_id(run_dir: Path) -> str | None:
-    """W&B run id kept in the run folder (``summary.json`` ``wandb.id`` or a ``wandb_id`` file)."""
+    """W&B run id kept in the run folder by ``selfish.tracking`` (``wandb.json``, else ``summary.json``)."""
     import json
 
-    for candidate in (run_dir / "wandb_id", run_dir / "wandb" / "run_id"):
-        if candidate.is_file():
-            text = candidate.read_text().strip()
-            if text:
-                return text
-    summary = run_dir / "summary.json"
-    if summary.is_file():
+    for candidate, key in ((run_dir / "wandb.json", "id"), (run_dir / "summary.json", "wandb")):
+        if not candidate.is_file():
+            continue
         try:
-            wandb = json.loads(summary.read_text()).get("wandb") or {}
-            return wandb.get("id") or None
+            value = json.loads(candidate.read_text()).get(key)
         except (json.JSONDecodeError, AttributeError):
-            return None
+            continue
+        if isinstance(value, dict):
+            value = value.get("id")
+        if value:
+            return str(value)
     return None
 
 
@@ -292,6 +291,7 @@ def run_trial(trial: optuna.Trial, study: optuna.Study, ctx: TrialContext) -> li
     stop_cls = stop_training_class()
     pruner_name = sweep.resolved_pruner.type
     outcome: dict[str, Any] = {}
+    seen: dict[str, Any] = {}  # best val_ppl and last epoch from the epoch records
 
     def on_epoch(record: Mapping[str, Any]) -> None:
         epoch = int(record["epoch"])
@@ -302,6 +302,10 @@ def run_trial(trial: optuna.Trial, study: optuna.Study, ctx: TrialContext) -> li
             heartbeat.beat()
         trial.set_user_attr("epoch", epoch)
         val_ppl = record.get("val_ppl")
+        seen["epoch"] = epoch
+        for candidate in (record.get("best_val_ppl"), val_ppl):
+            if _finite(candidate):
+                seen["best_val_ppl"] = min(seen.get("best_val_ppl", math.inf), float(candidate))
         if sweep.multi_objective or not _finite(val_ppl):
             return  # Optuna cannot prune multi-objective studies; non-finite: the run ends as diverged
         trial.report(float(val_ppl), epoch)
@@ -313,12 +317,12 @@ def run_trial(trial: optuna.Trial, study: optuna.Study, ctx: TrialContext) -> li
 
     wandb = WandbTrial(
         mode=ctx.wandb_mode,
-        project=None,
+        project=get_path(cfg, "tracking.wandb.project", None),
         group=sweep.study,
         name=f"{sweep.study}-t{original}",
-        config={"sweep": {"study": sweep.study, "trial": original, "optuna_trial": trial.number,
-                          "retry_of": original if is_retry else None, "params": params,
-                          "storage": ctx.storage.display()}},
+        config={**cfg, "sweep": {"study": sweep.study, "trial": original, "optuna_trial": trial.number,
+                                 "retry_of": original if is_retry else None, "params": params,
+                                 "storage": ctx.storage.display()}},
         tags=("sweep", sweep.study),
         resume_id=read_wandb_id(run_dir) if is_retry else None,
     )
@@ -338,6 +342,7 @@ def run_trial(trial: optuna.Trial, study: optuna.Study, ctx: TrialContext) -> li
             heartbeat.stop()
     if outcome.get("lease_lost"):
         raise LeaseLost(f"trial {trial.number}: lease lost")
+    summary = complete_summary(summary, seen)
     _store_summary_attrs(trial, summary)
     status = summary.get("status")
     if outcome.get("pruned"):
@@ -349,6 +354,17 @@ def run_trial(trial: optuna.Trial, study: optuna.Study, ctx: TrialContext) -> li
     if status not in (None, "completed", "stopped"):
         raise RuntimeError(f"run ended with status {status!r}: {summary.get('reason')}")
     return objective_values(sweep, summary)
+
+
+def complete_summary(summary: Mapping[str, Any], seen: Mapping[str, Any]) -> dict[str, Any]:
+    """Fill ``best_val_ppl`` / ``epochs_done`` when ``run`` returned only part of the summary fields:
+    from the epoch records seen, else the final validation pass with the best weights (``val_ppl``)."""
+    out = dict(summary)
+    if out.get("best_val_ppl") is None:
+        out["best_val_ppl"] = seen.get("best_val_ppl", out.get("val_ppl"))
+    if out.get("epochs_done") is None and seen.get("epoch") is not None:
+        out["epochs_done"] = seen["epoch"]
+    return out
 
 
 def _store_summary_attrs(trial: optuna.Trial, summary: Mapping[str, Any]) -> None:

@@ -12,7 +12,7 @@ Why the default is Optuna's ``JournalStorage`` over a ``JournalFileBackend`` and
 What the journal lacks is Optuna's heartbeat (only ``RDBStorage`` has one), so dead workers are
 found with our own lease files instead (see :mod:`selfish.sweep.lease`). ``postgresql://`` (or any
 SQLAlchemy URL Optuna accepts) gives an ``RDBStorage`` with heartbeats and
-``RetryFailedTrialCallback``, which is how several machines cooperate on one study.
+``RetryHeartbeatStaleTrialCallback`` (Optuna 5's name for ``RetryFailedTrialCallback``), which is how several machines cooperate on one study.
 
 Passwords in URLs never leave this module unredacted: everything printed or saved goes through
 :func:`redact_url`.
@@ -20,12 +20,14 @@ Passwords in URLs never leave this module unredacted: everything printed or save
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-from optuna.storages import JournalStorage, RDBStorage, RetryFailedTrialCallback
+from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 
 JOURNAL_FILE = "journal.log"
@@ -147,26 +149,43 @@ def _relative(path: Path, base_dir: Path | None) -> Path:
     return path if path.is_absolute() or base_dir is None else base_dir / path
 
 
+def sqlalchemy_url(url: str) -> str:
+    """``postgres(ql)://`` with an installed driver: SQLAlchemy 2.1 defaults to psycopg 3, which may be
+    missing where psycopg2 is installed (this project depends on ``psycopg2-binary``)."""
+    match = re.match(r"^(postgres|postgresql)://", url)
+    if match is None:
+        return url
+    driver = "psycopg2"
+    if importlib.util.find_spec("psycopg2") is None and importlib.util.find_spec("psycopg") is not None:
+        driver = "psycopg"
+    return f"postgresql+{driver}://" + url[len(match.group(0)) :]
+
+
 def open_storage(config: StorageConfig) -> optuna.storages.BaseStorage:
     """Open the storage: a ``JournalStorage`` (creating its folder) or an ``RDBStorage`` with heartbeat.
 
-    Raises :class:`StorageError` (redacted message) when the database cannot be reached.
+    RDB: heartbeats every ``heartbeat_interval_s``; a trial silent for ``grace_period_s`` is failed
+    and re-enqueued (``RetryHeartbeatStaleTrialCallback``, intermediate values kept). Raises
+    :class:`StorageError` (redacted message) when the database cannot be reached.
     """
     if config.journal_path is not None:
         config.journal_path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(config.journal_path)))
     assert config.url is not None
+    url = sqlalchemy_url(config.url)
     try:
-        return RDBStorage(
-            config.url,
-            engine_kwargs={"pool_pre_ping": True} if not config.url.startswith("sqlite") else None,
-            heartbeat_interval=config.heartbeat_interval_s,
-            grace_period=config.grace_period_s,
-            failed_trial_callback=RetryFailedTrialCallback(
-                max_retry=config.max_retry, inherit_intermediate_values=True
-            ),
-        )
-    except Exception as exc:  # sqlalchemy/psycopg2 errors carry the URL; never show it raw
+        with warnings.catch_warnings():  # heartbeat options are marked experimental by Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(
+                url,
+                engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+                heartbeat_interval=config.heartbeat_interval_s,
+                grace_period=config.grace_period_s,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                    max_retry=config.max_retry, inherit_intermediate_values=True
+                ),
+            )
+    except Exception as exc:  # sqlalchemy/psycopg2 errors may quote the URL; never show it raw
         raise StorageError(
             f"cannot open storage {redact_url(config.url)}: {scrub(_first_line(exc), config.url)}"
         ) from None

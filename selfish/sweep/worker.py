@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,7 +141,9 @@ def find_dead_trials(study: optuna.Study, storage: StorageConfig, sweep: SweepSp
     if storage.lease_dir is not None:
         return reap_expired(study, storage.lease_dir, ttl_s=sweep.retry.lease_ttl_s, host=host,
                             max_retry=sweep.retry.max_retry, log=log)
-    optuna.storages.fail_stale_trials(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
     return []
 
 
