@@ -191,7 +191,7 @@ def plot_pareto(points: Sequence[Mapping[str, Any]], paper: Sequence[Mapping[str
                 if p["kind"] == "dense" and p["run"] not in dense_seen:
                     dense_seen.add(p["run"])
                     ax.axhline(p["val_ppl"], color=DENSE_COLOR, linestyle="--", linewidth=1.1, alpha=0.8)
-                    ax.annotate(f"dense {p['family']}: {p['val_ppl']:.1f}", (0.01, p["val_ppl"]),
+                    ax.annotate(f"dense {p['label']}: {p['val_ppl']:.1f}", (0.01, p["val_ppl"]),
                                 xycoords=("axes fraction", "data"), xytext=(0, 3), textcoords="offset points",
                                 fontsize=8, color=DENSE_COLOR)
                 x = p.get(key)

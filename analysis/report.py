@@ -397,8 +397,8 @@ def build_report(runs: Sequence[Run], out_dir: Path | str, study: StudyData | Se
 
     # sweep -------------------------------------------------------------------------------------------
     for index, study in enumerate(studies):
-        dense_refs = [{"family": r["family"], "val_ppl": r["best_val_ppl"]} for r in summary
-                      if r["kind"] == "dense" and r["best_val_ppl"] is not None]
+        dense_refs = [{"family": r["experiment"], "val_ppl": r["best_val_ppl"]} for r in summary
+                      if r["kind"] == "dense" and r["status"] in FINISHED and r["best_val_ppl"] is not None]
         fig = plots.plot_sweep(study.name, study.trials, study.importances, dense_refs)
         counts = Counter(t["state"] for t in study.trials)
         trial_rows = []

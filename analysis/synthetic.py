@@ -141,8 +141,8 @@ def write_run(root: Path, name: str, run_id: str, *, model: str = "lstm", corpus
     return {"dir": folder, "records": records, "summary": summary_data if summary else None}
 
 
-def write_study(storage_url: str, study_name: str, trials: list[dict[str, Any]]) -> None:
-    """Create a study and add finished trials: each `{"params": {...}, "state": "complete"|"pruned"|"fail",
+def write_study(storage_url: Any, study_name: str, trials: list[dict[str, Any]]) -> None:
+    """Create a study (`storage_url`: an Optuna URL or storage object) and add finished trials: each `{"params": {...}, "state": "complete"|"pruned"|"fail",
     "value": float | None, "user_attrs": {...}, "epochs": int}`; params are floats in [0, 1]."""
     import optuna
 
@@ -160,7 +160,7 @@ def write_study(storage_url: str, study_name: str, trials: list[dict[str, Any]])
             user_attrs=spec.get("user_attrs", {}), intermediate_values=intermediate))
 
 
-def write_demo(root: Path, storage_url: str | None = None) -> dict[str, Any]:
+def write_demo(root: Path, storage_url: Any = None) -> dict[str, Any]:
     """A small realistic set: dense + two sparse LSTM runs, a failed run, an in-progress run (torn tail,
     no summary), and optionally a density sweep. Returns what `write_run` returned, by run key."""
     root = Path(root)

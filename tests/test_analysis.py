@@ -12,6 +12,7 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import optuna
 import pytest
+from optuna.storages.journal import JournalFileBackend
 
 from analysis import (
     AnalysisError,
@@ -37,13 +38,14 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    """Five synthetic runs (dense, sparse 0.33 and 0.10, failed, in progress with a torn tail), a SQLite
-    study with 8 trials, and the report built from them."""
+    """Five synthetic runs (dense, sparse 0.33 and 0.10, failed, in progress with a torn tail), a study
+    with 8 trials in a journal file (the sweeps' default storage), and the report built from them."""
     root = tmp_path_factory.mktemp("analysis")
-    storage = f"sqlite:///{root / 'sweep.db'}"
-    written = write_demo(root / "runs", storage)
+    journal = root / "runs" / "sweeps" / "lstm_density" / "journal.log"
+    journal.parent.mkdir(parents=True)
+    written = write_demo(root / "runs", optuna.storages.JournalStorage(JournalFileBackend(str(journal))))
     runs = load_runs([root / "runs"])
-    study = load_study(root / "sweep.db")
+    study = load_study(journal)
     html_path = build_report(runs, root / "report", study=study)
     html = html_path.read_text(encoding="utf-8")
     match = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.S)
@@ -145,8 +147,6 @@ def test_load_study_reads_trials_params_and_importances(demo):
 def test_load_study_journal_file_and_clear_errors(tmp_path):
     journal = tmp_path / "sweeps" / "s" / "journal.log"
     journal.parent.mkdir(parents=True)
-    from optuna.storages.journal import JournalFileBackend
-
     storage = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
     write_study(storage, "one", [{"params": {"a": 0.1}, "value": 3.0}])
     write_study(storage, "two", [{"params": {"a": 0.2}, "value": 4.0}])
@@ -269,7 +269,6 @@ def test_html_is_self_contained(demo):
     assert external == [wandb_url]
     assert "<link" not in html and "@import" not in html and "url(" not in html
     assert not re.search(r"<script[^>]+src=", html)
-    assert "stroke" not in demo["study"].storage  # masked storage string appears as loaded
     assert demo["study"].storage in html
 
 
@@ -320,13 +319,15 @@ def test_report_main_and_cli(tmp_path, demo, capsys):
     assert "Sweep: found_study" in (tmp_path / "o3" / "report.html").read_text(encoding="utf-8")
 
 
-def test_live_dashboard_command(tmp_path, demo):
+def test_live_dashboard_command(tmp_path):
     url = "postgresql://u:pw@db/optuna"
     command = live_dashboard_command(url)
     assert Path(command[0]).name == "optuna-dashboard" and command[1] == url
     assert command[-4:] == ["--host", "127.0.0.1", "--port", "8080"]
-    sqlite_cmd = live_dashboard_command(str(demo["root"] / "sweep.db"), port=9000)
-    assert sqlite_cmd[1] == f"sqlite:///{(demo['root'] / 'sweep.db').resolve()}" and sqlite_cmd[-1] == "9000"
+    sqlite_file = tmp_path / "sweep.db"
+    sqlite_file.write_bytes(b"SQLite format 3\x00" + bytes(100))
+    sqlite_cmd = live_dashboard_command(str(sqlite_file), port=9000)
+    assert sqlite_cmd[1] == f"sqlite:///{sqlite_file.resolve()}" and sqlite_cmd[-1] == "9000"
     journal = tmp_path / "journal.log"
     journal.write_text("", encoding="utf-8")
     assert "JournalFileStorage" in live_dashboard_command(str(journal))
