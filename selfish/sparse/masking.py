@@ -94,6 +94,7 @@ class Masking:
         self.steps = 0
         self.last_stats: UpdateStats | None = None
         self._optimizer: torch.optim.Optimizer | None = None
+        self._workspace = Workspace()  # scratch buffers reused across steps and updates
         self.set_optimizer(optimizer)
 
     # ------------------------------------------------------------------ optimizer
@@ -140,12 +141,17 @@ class Masking:
             return state["exp_avg"] / (state["exp_avg_sq"].sqrt() + eps)
         return torch.zeros_like(param)
 
-    def _mask_optimizer_state(self, param: nn.Parameter, keep: torch.Tensor) -> None:
+    def _multiply(self, param: nn.Parameter, keep: torch.Tensor, optimizer_state: bool) -> None:
+        """W *= keep, and the same for the optimizer's momentum/Adam buffers if ``optimizer_state``."""
+        factor = self._workspace.as_float(keep, param)
+        param.data.mul_(factor)
+        if not optimizer_state:
+            return
         state = self._optimizer.state.get(param, {})
         for key in OPTIMIZER_STATE_KEYS:
             buf = state.get(key)
             if isinstance(buf, torch.Tensor) and buf.shape == keep.shape:
-                buf.mul_(keep)
+                buf.mul_(factor if buf.dtype == factor.dtype else keep)
 
     # ------------------------------------------------------------------ building
     def add_module(self, module: nn.Module, density: float = 0.33, sparse_init: str = "uniform",
@@ -178,8 +184,7 @@ class Masking:
                 self.masks[name] = mask
                 self.target_density[name] = densities[name]
                 self.ever_active[name] = mask.clone()
-                param.mul_(mask)
-                self._mask_optimizer_state(param, mask)
+                self._multiply(param, mask, optimizer_state=True)
         self._push_masks()
 
     # ------------------------------------------------------------------ training-time calls
@@ -202,9 +207,7 @@ class Masking:
     def apply_masks(self) -> None:
         """W *= M and the same for the optimizer's momentum/Adam buffers."""
         for name, mask in self.masks.items():
-            param = self.params[name]
-            param.mul_(mask)
-            self._mask_optimizer_state(param, mask)
+            self._multiply(self.params[name], mask, optimizer_state=True)
 
     def at_end_of_epoch(self) -> UpdateStats | None:
         """Prune and regrow now (once-per-epoch mode); None when ``update_every`` is set."""
@@ -237,7 +240,7 @@ class Masking:
         raw_scores = {n: self.redistribution.score(self.params[n], before[n], momentum[n]) for n in names}
         scores = {n: float(s) for n, s in raw_scores.items() if s is not None}
 
-        workspace = Workspace()
+        workspace = self._workspace
         after_death = {
             n: self.death.prune(self.params[n], before[n], nonzero_before[n], rate, self.blocks[n],
                                 self._generator(n, "death"), workspace)
@@ -257,10 +260,7 @@ class Masking:
             grown = self.growth.grow(candidates, counts[n].candidates, regrow[n], self.blocks[n], inputs)
             new = after_death[n] | grown
             keep = before[n] & new
-            param = self.params[n]
-            param.mul_(keep)
-            if not self.mask_aware:
-                self._mask_optimizer_state(param, keep)
+            self._multiply(self.params[n], keep, optimizer_state=not self.mask_aware)
             self.ever_active[n] |= new
             new_masks[n] = new
             pending.append(self._count_update(n, before[n], after_death[n], grown, new))

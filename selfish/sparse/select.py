@@ -48,6 +48,11 @@ class Workspace:
         """|t| written into a scratch buffer."""
         return torch.abs(t, out=self.like(t, "abs"))
 
+    def as_float(self, mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """``mask`` cast to ``like``'s dtype in a scratch buffer (a float multiply is ~2x faster than
+        multiplying by a bool tensor, which allocates its own cast)."""
+        return self.like(like, "cast").copy_(mask)
+
     def neg_abs(self, t: torch.Tensor) -> torch.Tensor:
         """-|t| written into a scratch buffer."""
         return self.abs(t).neg_()
