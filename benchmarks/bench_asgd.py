@@ -38,7 +38,7 @@ def run(scale: Scale) -> dict:
             skipped.append(f"{label}: {missing_piece(exc)}")
             continue
         batch = interleaved({"sgd": batch_unit(sgd, batches), "asgd": batch_unit(asgd, batches)}, repeats=rounds)
-        step = interleaved({"sgd": step_unit(sgd), "asgd": step_unit(asgd)}, repeats=max(5, 2 * scale.repeats))
+        step = interleaved({"sgd": step_unit(sgd), "asgd": step_unit(asgd)}, repeats=max(9, scale.repeats))
         b_sgd, b_asgd = median(batch["sgd"]), median(batch["asgd"])
         cases.append(case(
             f"{label} batch", "seconds per batch (fwd+loss+bwd+clip+step)", value=b_asgd, baseline=b_sgd,

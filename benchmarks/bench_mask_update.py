@@ -10,7 +10,10 @@ passes one update costs. The update is timed in the SGD phase and again after th
 
 from __future__ import annotations
 
+import cProfile
+import pstats
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,6 +46,19 @@ def update_unit(masking: Any):
     return unit
 
 
+def profile_update(masking: Any, top: int = 12) -> list[dict]:
+    """One more update under cProfile: the functions (Python and torch builtins) with the most own time."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    masking.at_end_of_epoch()
+    profiler.disable()
+    stats = pstats.Stats(profiler).stats  # {(file, line, func): (calls, prim calls, tottime, cumtime, callers)}
+    rows = sorted(stats.items(), key=lambda item: item[1][2], reverse=True)[:top]
+    return [{"function": f"{Path(file).name}:{line}({func})" if line else func, "calls": calls,
+             "self_s": round(tottime, 4), "cumulative_s": round(cumtime, 4)}
+            for (file, line, func), (calls, _, tottime, cumtime, _) in rows]
+
+
 def run(scale: Scale) -> dict:
     cases, notes, skipped = [], [], []
     nhid, vocab, label = (32, 200, "2x32 (tiny)") if scale.tiny else (1500, 10_000, "2x1500")
@@ -72,6 +88,7 @@ def run(scale: Scale) -> dict:
             meets_target=(upd < BUDGET_S) if not scale.tiny else None,
             update_over_budget=upd / BUDGET_S, maskable_weights=numel, density=masking.density(),
             death_rate=masking.death_rate, update_times=spread(times["update"]), pass_times=spread(times["pass"]),
+            profile_top=profile_update(masking),
         ))
     notes.append("repeated updates on the same weights (no training between them); the death rate stays at "
                  "its cosine value near step 1 (about 0.8)")

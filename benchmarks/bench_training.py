@@ -35,7 +35,7 @@ def run(scale: Scale) -> dict:
             continue
         batch = interleaved({"dense": batch_unit(dense, scale.batches), "sparse": batch_unit(sparse, scale.batches)},
                             repeats=scale.repeats)
-        step = interleaved({"dense": step_unit(dense), "sparse": step_unit(sparse)}, repeats=max(3, scale.repeats))
+        step = interleaved({"dense": step_unit(dense), "sparse": step_unit(sparse)}, repeats=max(9, scale.repeats))
         d, s = median(batch["dense"]), median(batch["sparse"])
         ratio = d / s
         cases.append(case(

@@ -235,22 +235,16 @@ def _jsonable(value: Any) -> Any:
 
 
 def _fmt(value: float | None, unit: str = "") -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    """A short human form: seconds as s/ms/us, other units with k/M/G prefixes."""
+    if value is None or not math.isfinite(value):
         return "-"
-    magnitude = abs(value)
-    if magnitude >= 1e9:
-        text = f"{value / 1e9:.2f} G"
-    elif magnitude >= 1e6:
-        text = f"{value / 1e6:.2f} M"
-    elif magnitude >= 1e4:
-        text = f"{value / 1e3:.1f} k"
-    elif magnitude >= 100:
-        text = f"{value:.0f} "
-    elif magnitude >= 1:
-        text = f"{value:.3g} "
-    else:
-        text = f"{value:.3g} "
-    return (text + unit).strip()
+    if unit == "s" and abs(value) < 1:
+        return f"{value * 1e3:.3g} ms" if abs(value) >= 1e-3 else f"{value * 1e6:.3g} us"
+    for factor, prefix in ((1e9, "G"), (1e6, "M"), (1e4, "k")):
+        if abs(value) >= factor:
+            divided = value / (factor if prefix != "k" else 1e3)
+            return f"{divided:.3g} {prefix}{unit}".strip()
+    return f"{value:.3g} {unit}".strip()
 
 
 def markdown_table(result: dict) -> str:
@@ -284,8 +278,9 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def regenerate_readme(out_dir: Path) -> Path:
-    """Rewrite ``<out_dir>/README.md`` from every ``*.json`` result in ``out_dir`` (sorted by name)."""
+def regenerate_readme(out_dir: Path, order: Sequence[str] = ()) -> Path:
+    """Rewrite ``<out_dir>/README.md`` from every ``*.json`` result in ``out_dir``: the names in ``order``
+    first, in that order, then the rest by name. Files of another schema (no ``cases``) are skipped."""
     results = []
     for path in sorted(out_dir.glob("*.json")):
         try:
@@ -301,6 +296,8 @@ def regenerate_readme(out_dir: Path) -> Path:
         "Each case is a median over interleaved repeats and a ratio to a baseline measured in the same process.",
         "",
     ]
+    rank = {name: i for i, name in enumerate(order)}
+    results.sort(key=lambda r: (rank.get(r["name"], len(rank)), r["name"]))
     parts += [markdown_table(r) for r in results]
     readme = out_dir / "README.md"
     readme.write_text("\n".join(parts))

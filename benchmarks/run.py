@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_summary_line(result), flush=True)
         if "traceback" in result:
             print(result["traceback"], file=sys.stderr)
-    readme = regenerate_readme(out_dir)
+    readme = regenerate_readme(out_dir, order=list(BENCHMARKS))
     print(f"wrote {readme}")
     return 0
 

@@ -89,7 +89,10 @@ def test_readme_regenerated_from_all_json_files(tmp_path: Path) -> None:
     (tmp_path / "models.json").write_text(json.dumps({"threads": 2}))  # another schema: ignored
     text = regenerate_readme(tmp_path).read_text()
     assert text.index("ALPHA") < text.index("BETA")
-    assert "| c1 | 1 s | 1.25 s | 1.250 |" in text and "**no**" in text
+    reordered = regenerate_readme(tmp_path, order=["beta"]).read_text()
+    assert reordered.index("BETA") < reordered.index("ALPHA")
+    assert "| c1 | 1 s | 1.25 s | 1.250 |" in text and "| c1 | 1 s | 500 ms | 0.500 |" in text
+    assert "**no**" in text
     assert "not run: s" in markdown_table(json.loads((tmp_path / "alpha.json").read_text()))
 
 
