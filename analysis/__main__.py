@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--live", metavar="STORAGE", help="serve optuna-dashboard on this storage instead")
     parser.add_argument("--port", type=int, default=8080, help="port for --live (default: %(default)s)")
     parser.add_argument("--title", help="report title")
+    parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also load this W&B project's runs (online)")
+    parser.add_argument("--wandb-group", help="only W&B runs of this group")
     parser.add_argument("--screenshot", metavar="PNG", help="also save a 1400x2400 screenshot (needs chromium)")
     args = parser.parse_args(argv)
     if args.live:
@@ -34,8 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         except FileNotFoundError:
             print("error: optuna-dashboard is not installed in this environment", file=sys.stderr)
             return 2
-    code = report_main(args.paths or ["runs"], args.sweep, args.study, args.out,
-                       paper_reference=not args.no_paper, title=args.title)
+    code = report_main(args.paths or ([] if args.wandb else ["runs"]), args.sweep, args.study, args.out,
+                       paper_reference=not args.no_paper, title=args.title, wandb_project=args.wandb,
+                       wandb_filters={"group": args.wandb_group} if args.wandb_group else None)
     if code == 0 and args.screenshot:
         from .browser import screenshot
 

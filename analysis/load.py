@@ -441,19 +441,74 @@ def load_study(storage_url: str | Path, study_name: str | None = None) -> StudyD
 # ------------------------------------------------------------------------------------------------ W&B
 
 
+# W&B keys written by selfish.tracking.wandb_sink -> epoch record keys
+_WANDB_EPOCH_KEYS = {"val/ppl": "val_ppl", "val/loss": "val_loss", "val/best_ppl": "best_val_ppl",
+                     "epoch/train_ppl": "train_ppl", "epoch/train_loss": "train_loss", "epoch/lr": "lr",
+                     "epoch/death_rate": "death_rate", "density/total": "density",
+                     "mask/exploration_rate": "exploration_rate", "epoch/time_s": "epoch_time_s",
+                     "epoch/tokens_per_s": "tokens_per_s", "epoch/phase": "phase"}
+_WANDB_TOTAL_KEYS = ("removed", "regrown", "regrown_just_removed", "turnover", "exploration_rate")
+
+
+def _wandb_mask(row: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Rebuild the `UpdateStats`-shaped `mask` dict from flat keys `mask/<k>`, `<stat>/<tensor>` and
+    `<stat>/<tensor>/<gate>` (stat: density, removed, regrown)."""
+    total = {k: row[f"mask/{k}"] for k in _WANDB_TOTAL_KEYS if f"mask/{k}" in row and k != "exploration_rate"}
+    tensors: dict[str, dict[str, Any]] = {}
+    gates: dict[str, dict[str, dict[str, Any]]] = {}
+    for key, value in row.items():
+        parts = key.split("/")
+        if parts[0] not in ("density", "removed", "regrown") or len(parts) not in (2, 3) or key == "density/total":
+            continue
+        if len(parts) == 2:
+            tensors.setdefault(parts[1], {})[parts[0]] = value
+        else:
+            gates.setdefault(parts[1], {}).setdefault(parts[2], {})[parts[0]] = value
+    if not (total or tensors or gates):
+        return None
+    if "mask/exploration_rate" in row:
+        total["exploration_rate"] = row["mask/exploration_rate"]
+    return {"update": None, "step": row.get("_step"), "death_rate": row.get("epoch/death_rate"),
+            "total": total, "tensors": tensors, "gates": gates}
+
+
 def _history_records(history: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """W&B history rows (as logged by the tracking sink) -> `epoch` records with a `mask` dict rebuilt
-    from flat `mask/...` keys when present."""
+    """W&B history rows logged per epoch by the tracking sink -> `epoch` records (with `mask`)."""
     records = []
     for row in history:
-        if not _is_number(row.get("epoch")) or not _is_number(row.get("val_ppl")):
-            continue
-        record = {"type": "epoch", **{k: v for k, v in row.items() if "/" not in k}}
-        record["epoch"] = int(row["epoch"])
-        if isinstance(row.get("mask"), Mapping):
-            record["mask"] = row["mask"]
+        if not _is_number(row.get("epoch")) or row.get("val/ppl") is None:
+            continue  # a per-step row
+        record: dict[str, Any] = {"type": "epoch", "epoch": int(row["epoch"]), "step": row.get("_step")}
+        record.update({name: row[key] for key, name in _WANDB_EPOCH_KEYS.items() if key in row})
+        record["switched"] = bool(row.get("epoch/switched"))
+        record["mask"] = _wandb_mask(row)
         records.append(record)
     return records
+
+
+def _wandb_summary(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """W&B run summary (as written by the tracking sink) -> summary.json keys."""
+    summary: dict[str, Any] = {}
+    flops = {}
+    for key, value in raw.items():
+        if key.startswith("_"):
+            continue
+        if key.startswith("flops/"):
+            flops[key.split("/", 1)[1]] = value
+        elif key in ("params_dense", "params_nonzero", "density", "best_epoch", "status", "reason"):
+            summary[key] = value
+    if flops:
+        summary["flops"] = flops
+    test = raw.get("test/ppl", raw.get("test_ppl"))
+    if test is not None:
+        summary["test_ppl"] = test
+    best = raw.get("val/ppl")
+    if isinstance(best, Mapping):  # define_metric(summary="min") stores {"min": x}
+        best = best.get("min")
+    best = raw.get("val/best_ppl", best)
+    if _is_number(best):
+        summary["best_val_ppl"] = best
+    return summary
 
 
 def wandb_run_to_run(api_run: Any) -> Run:
@@ -462,12 +517,12 @@ def wandb_run_to_run(api_run: Any) -> Run:
     raw_summary = dict(getattr(api_run.summary, "_json_dict", None) or api_run.summary or {})
     records = _history_records(api_run.scan_history())
     summary = summary_from_records(records)
-    summary.update({k: v for k, v in raw_summary.items() if not k.startswith("_")})
-    if isinstance(summary.get("best_val_ppl"), Mapping):  # define_metric(summary="min") stores {"min": x}
-        summary["best_val_ppl"] = summary["best_val_ppl"].get("min")
+    summary.pop("status", None)
+    summary.update(_wandb_summary(raw_summary))
     summary.setdefault("name", config.get("name") or api_run.name)
     summary["run_id"] = api_run.id
-    summary.setdefault("status", getattr(api_run, "state", None))
+    summary.setdefault("status", {"finished": "completed", "crashed": "failed"}.get(
+        getattr(api_run, "state", None), getattr(api_run, "state", None) or "unknown"))
     summary["wandb"] = {"id": api_run.id, "url": api_run.url, "project": api_run.project,
                         "group": getattr(api_run, "group", None), "mode": "online"}
     return Run(source=f"wandb:{'/'.join(api_run.path)}", spec=config, records=records, summary=summary)

@@ -29,6 +29,7 @@ from .load import (
     gate_rows,
     load_runs,
     load_study,
+    load_wandb_runs,
     mask_url,
     summary_rows,
     test_rows,
@@ -504,13 +505,18 @@ def find_sweep_storages(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def report_main(paths: Sequence[str], sweep_storage: str | Sequence[str] | None, sweep_study: str | None,
-                out_dir: str | Path, *, paper_reference: bool = True, title: str | None = None) -> int:
+                out_dir: str | Path, *, paper_reference: bool = True, title: str | None = None,
+                wandb_project: str | None = None, wandb_filters: Mapping[str, Any] | None = None) -> int:
     """`runner.py report [RUN_DIRS or globs] [--sweep STORAGE] --out DIR`: 0 written, 2 bad input.
 
     With no `sweep_storage`, the sweep storages found under `paths` (see `find_sweep_storages`) are
-    included, so `report runs` shows every run and every sweep kept under `runs/`."""
+    included, so `report runs` shows every run and every sweep kept under `runs/`. `wandb_project`
+    (`entity/project` or `project`) adds that project's runs from the W&B API (online only)."""
     try:
         runs = load_runs(paths or [])
+        if wandb_project:
+            entity, _, project = wandb_project.rpartition("/")
+            runs += load_wandb_runs(project, entity or None, wandb_filters)
         if sweep_storage:
             storages = [sweep_storage] if isinstance(sweep_storage, (str, Path)) else list(sweep_storage)
             studies = [load_study(s, sweep_study) for s in storages]

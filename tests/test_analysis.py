@@ -164,17 +164,24 @@ def test_load_study_journal_file_and_clear_errors(tmp_path):
 
 
 class _FakeApiRun:
+    """Shaped like a W&B public-API run logged by selfish.tracking.wandb_sink."""
+
     def __init__(self, number: int) -> None:
         self.id, self.name, self.project, self.group, self.state = f"w{number}", f"run{number}", "p", "g", "finished"
         self.path = ["ent", "p", self.id]
         self.url = f"https://wandb.ai/ent/p/runs/{self.id}"
         self.config = {"name": "wb_lstm", "model": {"type": "lstm"}, "data": {"corpus": "ptb"},
                        "sparse": {"enabled": True, "density": 0.33}}
-        self.summary = {"test_ppl": 101.5, "best_val_ppl": {"min": 104.0}, "params_dense": 100, "_step": 9}
+        self.summary = {"test/ppl": 101.5, "val/ppl": {"min": 104.0}, "params_dense": 100, "_step": 9,
+                        "flops/train_total": 5e9, "status": "completed"}
 
     def scan_history(self):
-        return [{"epoch": 1, "val_ppl": 120.0, "train_ppl": 150.0}, {"epoch": 2, "val_ppl": 104.0},
-                {"_step": 5, "loss": 4.0}]
+        return [{"_step": 3, "step": 3, "train/loss": 5.0},
+                {"_step": 4, "epoch": 1, "val/ppl": 120.0, "epoch/train_ppl": 150.0, "mask/removed": 40,
+                 "mask/regrown": 38, "mask/turnover": 0.2, "mask/exploration_rate": 0.5,
+                 "density/rnn.weight_hh_l0": 0.33, "density/rnn.weight_hh_l0/i": 0.31,
+                 "removed/rnn.weight_hh_l0/i": 7, "density/total": 0.33},
+                {"_step": 8, "epoch": 2, "val/ppl": 104.0}]
 
 
 class _FakeApi:
@@ -194,7 +201,13 @@ def test_load_wandb_runs_gives_the_same_rows_and_one_clear_offline_message():
     assert set(row) == set(summary_rows(load_runs([]) + runs)[0])
     assert row["best_val_ppl"] == 104.0 and row["test_ppl"] == 101.5 and row["family"] == "lstm / ptb"
     assert row["wandb_url"] == "https://wandb.ai/ent/p/runs/w1" and row["kind"] == "sparse"
-    assert [e["val_ppl"] for e in epoch_rows(runs)] == [120.0, 104.0]
+    assert row["train_flops"] == 5e9 and row["status"] == "completed"
+    epochs = epoch_rows(runs)
+    assert [e["val_ppl"] for e in epochs] == [120.0, 104.0] and epochs[0]["train_ppl"] == 150.0
+    assert (epochs[0]["removed"], epochs[0]["regrown"], epochs[0]["turnover"]) == (40, 38, 0.2)
+    assert epochs[0]["exploration_rate"] == 0.5
+    (gate,) = gate_rows(runs)
+    assert (gate["tensor"], gate["gate"], gate["density"], gate["removed"]) == ("rnn.weight_hh_l0", "i", 0.31, 7)
     with pytest.raises(AnalysisError, match="offline or not logged in") as err:
         load_wandb_runs("p", "ent", api=_FakeApi(fail=True))
     assert "\n" not in str(err.value)
