@@ -3,13 +3,16 @@
 One "step" = forward + backward + SGD step on a random batch (paper sizes: vocab 10000, batch 20,
 bptt 35). Fast and plain steps alternate on the same model (toggling ``model.fast``), so load from
 other processes hits both alike; the reported figure is the median over the timed steps.
-``run()`` returns a dict; ``python benchmarks/bench_models.py [out.json]`` prints it as JSON and
-writes it to ``benchmarks/results/models.json`` (or ``out.json``).
+``run()`` returns a dict; ``python benchmarks/bench_models.py [out.json] [threads]`` prints it as
+JSON and writes it to ``benchmarks/results/models.json`` (or ``out.json``), threads default 2. The
+load averages before/after are recorded: on a shared machine, 2-thread GEMMs stall whenever the
+other core is busy, so compare numbers only at similar load.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import sys
@@ -83,6 +86,7 @@ def run(threads: int = 2, batches: int = 3, models: tuple[str, ...] = ("rhn", "o
     for name in models:
         options = PAPER_CONFIGS[name]
         results[name] = {"options": options, "tokens_per_s": fast_vs_plain(name, options, batches=batches)}
+    results["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     results["torch"] = torch.__version__
     results["machine"] = platform.machine()
     return results
@@ -90,7 +94,7 @@ def run(threads: int = 2, batches: int = 3, models: tuple[str, ...] = ("rhn", "o
 
 if __name__ == "__main__":
     out_path = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "results" / "models.json"
-    result = run()
+    result = run(threads=int(sys.argv[2]) if len(sys.argv) > 2 else 2)
     print(json.dumps(result, indent=2))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(result, indent=2) + "\n")

@@ -14,6 +14,7 @@ from selfish.models.base import LMOutput, ar_tar, repackage_hidden
 from selfish.models.lstm import StackedLSTM
 from selfish.models.mos import MoS
 from selfish.models.onlstm import ONLSTM
+from selfish.models.regularizers import LockedDropout, embedded_dropout
 from selfish.models.rhn import RHN
 
 MODEL_REGISTRY: dict[str, Callable[..., nn.Module]] = {
@@ -40,11 +41,14 @@ def build_model(type: str, vocab_size: int, **options) -> nn.Module:
 
 __all__ = [
     "LMOutput",
+    "LockedDropout",
     "MODEL_REGISTRY",
+    "MoS",
     "ONLSTM",
     "RHN",
     "StackedLSTM",
     "ar_tar",
     "build_model",
+    "embedded_dropout",
     "repackage_hidden",
 ]
