@@ -437,7 +437,8 @@ def build_report(runs: Sequence[Run], out_dir: Path | str, study: StudyData | Se
         facts.append(f"<span><b>{sum(len(st.trials) for st in studies)}</b>sweep trials</span>")
     status_text = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) or "none"
     family_text = ", ".join(families) or "none"
-    sources = sorted({str(Path(r["source"]).parent.parent) for r in summary})
+    sources = sorted({("W&B " + r["source"][6:].rsplit("/", 1)[0]) if r["source"].startswith("wandb:")
+                      else str(Path(r["source"]).parent.parent) for r in summary})
     loaded = (f"Families: {html.escape(family_text)} · status: {html.escape(status_text)}"
               + (f" · from {html.escape(', '.join(sources[:4]))}{' …' if len(sources) > 4 else ''}" if sources else "")
               + "".join(f" · sweep <code>{html.escape(st.name)}</code>" for st in studies))

@@ -349,3 +349,32 @@ def test_live_dashboard_command(tmp_path):
 def test_pareto_front_keeps_only_non_dominated_points():
     points = [(0.1, 170.0), (0.33, 146.0), (0.2, 180.0), (1.0, 139.0), (0.5, 150.0)]
     assert pareto_front(points) == [(0.1, 170.0), (0.33, 146.0), (1.0, 139.0)]
+
+
+def test_runner_commands_report_from_a_sweep_file(tmp_path, capsys):
+    import argparse
+
+    from analysis.cli import register_commands
+    from selfish.sweep.spec import load_sweep
+
+    sweep_file = Path(__file__).resolve().parents[1] / "sweeps" / "cpu_density.yaml"
+    if not sweep_file.exists():
+        pytest.skip("sweeps/cpu_density.yaml not shipped")
+    study_name = load_sweep(sweep_file).study
+    journal = tmp_path / "runs" / "sweeps" / study_name / "journal.log"
+    journal.parent.mkdir(parents=True)
+    write_study(optuna.storages.JournalStorage(JournalFileBackend(str(journal))), study_name,
+                [{"params": {"sparse.density": 0.3}, "value": 140.0, "user_attrs": {"density": 0.3}},
+                 {"params": {"sparse.density": 0.6}, "value": 130.0, "user_attrs": {"density": 0.6}}])
+    write_run(tmp_path / "runs", "tiny", "t1", density=0.3, n_epochs=2)
+    parser = argparse.ArgumentParser()
+    register_commands(parser.add_subparsers())
+    args = parser.parse_args(["report", str(tmp_path / "runs"), "--sweep", str(sweep_file),
+                              "--run-root", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    assert args.func(args) == 0
+    assert "(1 runs, 2 sweep trials)" in capsys.readouterr().out
+    data = (tmp_path / "out" / "report.json").read_text(encoding="utf-8")
+    assert [t["value"] for t in json.loads(data)["studies"][0]["trials"]] == [140.0, 130.0]
+    bad = parser.parse_args(["report", "--sweep", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "o")])
+    assert bad.func(bad) == 2
+    assert "missing.yaml" in capsys.readouterr().err
