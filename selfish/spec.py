@@ -386,7 +386,7 @@ class Spec(_Section):
         return data
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
 
 
 # ------------------------------------------------------------------------------------------------
