@@ -37,8 +37,11 @@ def run(scale: Scale) -> dict:
         except Exception as exc:
             skipped.append(f"{label}: {missing_piece(exc)}")
             continue
-        batch = interleaved({"sgd": batch_unit(sgd, batches), "asgd": batch_unit(asgd, batches)}, repeats=rounds)
-        step = interleaved({"sgd": step_unit(sgd), "asgd": step_unit(asgd)}, repeats=max(9, scale.repeats))
+        budget = scale.budget_s if nhid < 1000 else None  # 2x1500: seconds per batch, keep it to `rounds`
+        batch = interleaved({"sgd": batch_unit(sgd, batches), "asgd": batch_unit(asgd, batches)},
+                            repeats=rounds, budget_s=budget)
+        step = interleaved({"sgd": step_unit(sgd), "asgd": step_unit(asgd)}, repeats=max(9, scale.repeats),
+                           budget_s=scale.budget_s and scale.budget_s / 4)
         b_sgd, b_asgd = median(batch["sgd"]), median(batch["asgd"])
         cases.append(case(
             f"{label} batch", "seconds per batch (fwd+loss+bwd+clip+step)", value=b_asgd, baseline=b_sgd,

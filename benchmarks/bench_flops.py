@@ -54,7 +54,7 @@ def run(scale: Scale) -> dict:
             skipped.append(f"{label}: {missing_piece(exc)}")
             continue
         times = interleaved({"matmul": matmul_unit(n), "batch": batch_unit(dense, scale.batches)},
-                            repeats=max(3, scale.repeats))
+                            repeats=max(3, scale.repeats), budget_s=scale.budget_s)
         tokens = dense.settings.batch_size * dense.settings.bptt
         peak = 2 * n**3 / median(times["matmul"])
         achieved = 3 * f_dense * tokens / median(times["batch"])

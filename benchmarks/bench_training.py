@@ -34,8 +34,9 @@ def run(scale: Scale) -> dict:
             skipped.append(f"{label}: {missing_piece(exc)}")
             continue
         batch = interleaved({"dense": batch_unit(dense, scale.batches), "sparse": batch_unit(sparse, scale.batches)},
-                            repeats=scale.repeats)
-        step = interleaved({"dense": step_unit(dense), "sparse": step_unit(sparse)}, repeats=max(9, scale.repeats))
+                            repeats=scale.repeats, budget_s=scale.budget_s)
+        step = interleaved({"dense": step_unit(dense), "sparse": step_unit(sparse)}, repeats=max(9, scale.repeats),
+                           budget_s=scale.budget_s and scale.budget_s / 4)
         d, s = median(batch["dense"]), median(batch["sparse"])
         ratio = d / s
         cases.append(case(

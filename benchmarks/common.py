@@ -38,8 +38,9 @@ class Scale:
     fewer repeats and the 2x1500 cases shrunk; ``tiny``: toy sizes for the tests (seconds in all)."""
 
     name: str
-    repeats: int  # timed rounds per case (after one warm-up round)
+    repeats: int  # timed rounds per case at least (after one warm-up round)
     batches: int  # training batches per timed round
+    budget_s: float | None = None  # cheap cases get more rounds, as many as fit in this (see interleaved)
     data_dir: Path | None = None  # real corpora (PTB / WT2) for the corpus benchmark
     threads: int = THREADS
 
@@ -49,7 +50,7 @@ class Scale:
 
 
 SCALES = {
-    "full": dict(repeats=7, batches=2),
+    "full": dict(repeats=7, batches=2, budget_s=20.0),
     "quick": dict(repeats=2, batches=1),
     "tiny": dict(repeats=2, batches=1),
 }
@@ -63,24 +64,40 @@ def make_scale(name: str, data_dir: Path | None = None, threads: int = THREADS) 
 
 # ------------------------------------------------------------------------------------------------ timing
 def interleaved(
-    cases: Mapping[str, Callable[[], float | None]], repeats: int, warmup: int = 1
+    cases: Mapping[str, Callable[[], float | None]],
+    repeats: int,
+    warmup: int = 1,
+    budget_s: float | None = None,
+    max_repeats: int = 30,
 ) -> dict[str, list[float]]:
     """Run each case once per round, ``warmup`` untimed rounds then ``repeats`` timed ones.
 
     A case callable does one unit of work and returns the seconds it wants counted (or ``None``: its
     own wall time is used). The order alternates every round (A B, B A, ...) so a drift in machine
-    load hits every case alike. Returns the timed seconds per case.
+    load hits every case alike. With ``budget_s``, cheap cases get more rounds: as many as fit in
+    ``budget_s`` at the warm-up's pace, at least ``repeats`` and at most ``max_repeats``.
+    Returns the timed seconds per case.
     """
     names = list(cases)
     times: dict[str, list[float]] = {name: [] for name in names}
-    for round_index in range(warmup + repeats):
+
+    def one_round(round_index: int, keep: bool) -> None:
         order = names if round_index % 2 == 0 else names[::-1]
         for name in order:
             start = time.perf_counter()
             counted = cases[name]()
             elapsed = time.perf_counter() - start if counted is None else counted
-            if round_index >= warmup:
+            if keep:
                 times[name].append(float(elapsed))
+
+    start = time.perf_counter()
+    for round_index in range(warmup):
+        one_round(round_index, keep=False)
+    if budget_s is not None and warmup > 0:
+        per_round = (time.perf_counter() - start) / warmup
+        repeats = max(repeats, min(max_repeats, int(budget_s / max(per_round, 1e-9))))
+    for round_index in range(warmup, warmup + repeats):
+        one_round(round_index, keep=True)
     return times
 
 

@@ -107,3 +107,8 @@ def test_registry_names_match_modules() -> None:
 
     for name, module in BENCHMARKS.items():
         assert importlib.import_module(module).NAME == name
+
+
+def test_interleaved_budget_adds_rounds_for_cheap_cases() -> None:
+    times = interleaved({"a": lambda: 0.0, "b": lambda: 0.0}, repeats=2, budget_s=10.0, max_repeats=5)
+    assert len(times["a"]) == len(times["b"]) == 5
