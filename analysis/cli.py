@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from .load import AnalysisError, mask_url
-from .report import live_dashboard_command, report_main
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -65,6 +64,8 @@ def report_command(args: argparse.Namespace) -> int:
     except AnalysisError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    from .report import report_main
+
     studies = {name for _, name in resolved if name}
     study = args.study or (studies.pop() if len(studies) == 1 else None)
     code = report_main(args.paths or ([] if args.wandb else ["runs"]), [s for s, _ in resolved] or None, study,
@@ -91,6 +92,8 @@ def live_command(args: argparse.Namespace) -> int:
     if "://" not in storage and not Path(storage).exists():
         print(f"error: sweep storage not found: {storage}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    from .report import live_dashboard_command
+
     command = live_dashboard_command(storage, port=args.port)
     print("running:", " ".join(mask_url(c) for c in command), f"-> http://127.0.0.1:{args.port}/", flush=True)
     try:
