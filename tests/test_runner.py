@@ -408,3 +408,15 @@ def test_killed_train_resumes_to_the_same_numbers(capsys, tmp_path, shared_data,
     assert resumed["best_val_ppl"] == full["best_val_ppl"]
     vals = {d: [r["val_ppl"] for r in metrics(tmp_path / d) if r["type"] == "epoch"] for d in ("full", "killed")}
     assert vals["killed"] == vals["full"] and len(vals["full"]) == 3
+
+
+@pytest.mark.slow
+def test_describe_paper_lstm_counts(capsys, shared_data, token_cache, monkeypatch):
+    """Issue 3 "done": 66.0M dense and 21.78M non-zero for the README LSTM (builds the 66M model)."""
+    monkeypatch.setenv("SELFISH_DATA", str(shared_data))
+    monkeypatch.setenv("SELFISH_CACHE", str(token_cache))
+    code, out, err = run_main(capsys, "describe", str(PAPER / "lstm_ptb.yaml"), "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["params_dense"] == 66_000_000
+    assert abs(data["params_nonzero"] - 21_780_000) < 0.002 * 21_780_000  # Bernoulli masks: about 0.33
