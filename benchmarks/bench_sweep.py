@@ -125,7 +125,8 @@ def run(scale: Scale) -> dict:
         target=f"< {BUDGET_S} s", meets_target=per_trial < BUDGET_S, trials=trials,
         direct_times=spread(direct), worker_corpus_load_s=result["worker_corpus_load_s"],
         warm_cache_load_s=result["warm_cache_load_s"],
-        imported_before_start=result["imported_before_start"], base_spec=str(base), fixed=FIXED,
+        imported_before_start=result["imported_before_start"],
+        dynamo_loaded_when_ready=result["dynamo_loaded_when_ready"], base_spec=str(base), fixed=FIXED,
     ))
     first = trials[0]["to_first_forward"]
     cases.append(case(
@@ -133,6 +134,9 @@ def run(scale: Scale) -> dict:
         ratio=first / base_s, ratio_means="first trial overhead / direct experiment.run start",
         target=f"< {BUDGET_S} s", meets_target=first < BUDGET_S,
     ))
+    if not result["dynamo_loaded_when_ready"] and trials[0]["torch_dynamo_loaded_after"]:
+        notes.append("the first trial imported torch._dynamo (lazily, from torch.optim.Optimizer.__init__): a "
+                     "one-time cost of about 1-3 s that a worker could pay before it is ready")
     notes.append("measured in a spawned process (a fresh interpreter, as a sweep worker); "
                  "'worker ready' = the worker's corpus_fn returned (token cache warm); timings from global "
                  "torch forward-pre and optimizer-step hooks")
@@ -174,6 +178,7 @@ def _measure(work: Path, base: Path, data_dir: Path, n_trials: int, threads: int
             t0 = time.perf_counter()
             loaded = load_corpus(name, data, cache, download=False)
             marks["worker_corpus_load_s"] = time.perf_counter() - t0
+            marks["dynamo_loaded_when_ready"] = "torch._dynamo" in sys.modules
             events.arm()
             return loaded
 
@@ -186,6 +191,7 @@ def _measure(work: Path, base: Path, data_dir: Path, n_trials: int, threads: int
                 marks["trials"].append({
                     "to_first_forward": fwd, "to_first_step_end": step,
                     "before_run_fn": entered - events.armed_at if events.armed_at is not None else None,
+                    "torch_dynamo_loaded_after": "torch._dynamo" in sys.modules,
                 })
                 events.arm()
 
@@ -210,4 +216,4 @@ def _measure(work: Path, base: Path, data_dir: Path, n_trials: int, threads: int
         raise RuntimeError(f"expected {n_trials} trials with a training step, got {trials}")
     return {"trials": trials, "direct_to_first_forward": direct,
             "worker_corpus_load_s": marks.get("worker_corpus_load_s"), "warm_cache_load_s": warm_cache_load_s,
-            "imported_before_start": already}
+            "imported_before_start": already, "dynamo_loaded_when_ready": marks.get("dynamo_loaded_when_ready")}
