@@ -271,7 +271,7 @@ def markdown_table(result: dict) -> str:
         f"### {result.get('title', result['name'])} (`{result['name']}`)",
         "",
         f"{m.get('date', '?')} · {m.get('cores', '?')} cores, {m.get('threads', '?')} threads, torch "
-        f"{m.get('torch', '?')} · load average at start {m.get('load_average')} · scale `{result.get('scale')}` · "
+        f"{m.get('torch', '?')} · load average at start {m.get('load_average')}, at end {m.get('load_average_end')} · scale `{result.get('scale')}` · "
         f"{result.get('duration_s', 0):.0f} s",
         "",
     ]

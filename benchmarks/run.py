@@ -53,6 +53,7 @@ def run_benchmark(name: str, scale: Scale, out_dir: Path | None = None) -> dict:
     except Exception as exc:  # report, do not hide: the JSON says what broke
         body = {"cases": [], "notes": [], "skipped": [f"benchmark failed: {type(exc).__name__}: {exc}"],
                 "traceback": traceback.format_exc()}
+    machine["load_average_end"] = machine_info(scale.threads)["load_average"]
     result = {
         "name": module.NAME,
         "title": module.TITLE,
