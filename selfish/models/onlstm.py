@@ -78,7 +78,7 @@ class ONLSTMCell(nn.Module):
         keep = torch.empty_like(weight).bernoulli_(1 - p)
         return weight * keep
 
-    def gate_layout(self) -> list[tuple[str, int]]:
+    def gate_blocks(self) -> list[tuple[str, int]]:
         """Named row blocks of ``ih`` / ``hh`` weights, in the original's split order."""
         h, nc = self.hidden_size, self.n_chunk
         return [("master_i", nc), ("master_f", nc), ("o", h), ("g", h), ("i", h), ("f", h)]
@@ -186,8 +186,8 @@ class ONLSTM(nn.Module):
         """Row blocks of every ``ih`` / ``hh`` weight: master_i, master_f, o, g, i, f."""
         layout = {}
         for k, cell in enumerate(self.rnn.cells):
-            layout[f"rnn.cells.{k}.ih.0.weight"] = cell.gate_layout()
-            layout[f"rnn.cells.{k}.hh.weight"] = cell.gate_layout()
+            layout[f"rnn.cells.{k}.ih.0.weight"] = cell.gate_blocks()
+            layout[f"rnn.cells.{k}.hh.weight"] = cell.gate_blocks()
         return layout
 
     def regularizer(self, output: LMOutput, alpha: float = 0.0, beta: float = 0.0) -> Tensor:
