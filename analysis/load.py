@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 _RUN_FILES = ("summary.json", "metrics.jsonl", "spec.yaml")
+_TRIAL_RUN_ID = re.compile(r"^sweep-(.+)-t\d+$")
 _PASSWORD_IN_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^/\s]*)@")
 
 
@@ -91,6 +92,13 @@ class Run:
             return bool(sparse["enabled"])
         density = self.density
         return density is not None and density < 1.0 - 1e-9
+
+    @property
+    def sweep(self) -> str | None:
+        """Study name when this run folder belongs to a sweep trial (`<spec>/sweep-<study>-t<n>`, the
+        folder name selfish.sweep gives its trials), else None."""
+        match = _TRIAL_RUN_ID.match(self.run_id)
+        return match.group(1) if match else None
 
     @property
     def status(self) -> str:
@@ -258,6 +266,7 @@ def summary_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
             "train_flops": _num(flops.get("train_total")),
             "wall_time_s": _num(s.get("wall_time_s")),
             "wandb_url": wandb_info.get("url") or None,
+            "sweep": run.sweep,
             "source": run.source,
         })
     return rows

@@ -54,9 +54,13 @@ def save_png(fig: Figure, path: Path, dpi: int = 110) -> bytes:
 
 
 def assign_colors(summary: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-    """run key -> colour: dense grey, sparse runs palette colours in order of (family, density)."""
+    """run key -> colour: dense grey, sweep-trial runs blue, other sparse runs palette colours in order of
+    (family, density)."""
     colors: dict[str, str] = {}
-    sparse = sorted((r for r in summary if r["kind"] == "sparse"),
+    for row in summary:
+        if row.get("sweep"):
+            colors[row["run"]] = TRIAL_COLOR
+    sparse = sorted((r for r in summary if r["kind"] == "sparse" and not r.get("sweep")),
                     key=lambda r: (r["family"], r["density"] if r["density"] is not None else 2.0, r["run"]))
     for index, row in enumerate(sparse):
         colors[row["run"]] = SPARSE_PALETTE[index % len(SPARSE_PALETTE)]
@@ -120,10 +124,24 @@ def plot_curves(family: str, summary: Sequence[Mapping[str, Any]], epochs: Seque
         for row in epochs:
             by_run[row["run"]].append(row)
         all_val, all_train = [], []
+        trials_labelled = False
         for row in summary:
             rows = by_run.get(row["run"], [])
             style = {"color": colors[row["run"]], "linestyle": "--" if row["kind"] == "dense" else "-",
                      "linewidth": 1.8, "marker": "o" if len(rows) <= 30 else None, "markersize": 3}
+            if row.get("sweep"):  # many sweep-trial runs: thin, translucent, one legend entry
+                x = [r["epoch"] for r in rows if r["val_ppl"] is not None]
+                y = [r["val_ppl"] for r in rows if r["val_ppl"] is not None]
+                n_trials = sum(1 for r in summary if r.get("sweep"))
+                label = None if trials_labelled else f"sweep trial runs ({n_trials})"
+                ax_val.plot(x, y, color=TRIAL_COLOR, linewidth=0.9, alpha=0.45, label=label, zorder=1)
+                xt = [r["epoch"] for r in rows if r["train_ppl"] is not None]
+                yt = [r["train_ppl"] for r in rows if r["train_ppl"] is not None]
+                ax_train.plot(xt, yt, color=TRIAL_COLOR, linewidth=0.9, alpha=0.45, zorder=1)
+                all_val += y
+                all_train += yt
+                trials_labelled = True
+                continue
             x = [r["epoch"] for r in rows if r["val_ppl"] is not None]
             y = [r["val_ppl"] for r in rows if r["val_ppl"] is not None]
             label = run_label(row) + (f" · test {row['test_ppl']:.2f}" if row.get("test_ppl") is not None else "")

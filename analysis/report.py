@@ -39,7 +39,7 @@ from .paper import PAPER_RESULTS, canonical_family
 
 CSV_COLUMNS = ("experiment", "run_id", "family", "kind", "status", "density", "params_dense", "params_nonzero",
                "best_val_ppl", "test_ppl", "best_epoch", "epochs_done", "train_flops", "wall_time_s",
-               "wandb_url", "reason", "source")
+               "wandb_url", "reason", "sweep", "source")
 MAX_GATE_FIGURES = 16
 
 
@@ -172,7 +172,8 @@ def embed_json(data: Any) -> str:
 def _points(summary: Sequence[Mapping[str, Any]], studies: Sequence[StudyData],
             runs_by_source: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Pareto points of runs and sweep trials (trial parameters/FLOPs from its run folder when loaded)."""
-    points = [{"run": r["run"], "family": r["family"], "kind": r["kind"], "label": r["experiment"],
+    points = [{"run": r["run"], "family": r["family"], "kind": "trial" if r.get("sweep") else r["kind"],
+               "label": r["experiment"],
                "density": r["density"], "params_nonzero": r["params_nonzero"], "train_flops": r["train_flops"],
                "val_ppl": r["best_val_ppl"]} for r in summary]
     for study in studies:
@@ -203,6 +204,28 @@ def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: s
             tds.append(f'<td class="num">{content}</td>' if i in numeric else f"<td>{content}</td>")
         body.append("<tr>" + "".join(tds) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _results_table(rows: Sequence[Mapping[str, Any]], refs: Mapping[str, float], table_id: str) -> str:
+    """The HTML results table, grouped by family (the same cells as results.md)."""
+    body = []
+    for family in sorted({r["family"] for r in rows}):
+        body.append(f'<tr class="family"><td colspan="{len(TABLE_HEADER) + 1}">{html.escape(family)}</td></tr>')
+        for row in _sorted_rows([r for r in rows if r["family"] == family]):
+            cells = [html.escape(c) for c in table_cells(row, refs)]
+            cells[2] = f'<span class="kind-{row["kind"]}">{cells[2]}</span>'
+            cells[3] = _status_badge(row["status"])
+            if row.get("reason") and row["status"] != "completed":
+                cells[3] += f'<span class="reason">{html.escape(str(row["reason"]))}</span>'
+            link = f'<a href="{html.escape(row["wandb_url"])}">W&amp;B</a>' if row["wandb_url"] else ""
+            numeric = {4, 5, 6, 7, 8, 9, 10, 11}
+            tds = "".join(f'<td class="num">{c}</td>' if i in numeric else
+                          f'<td class="wrap">{c}</td>' if i == 3 else f"<td>{c}</td>"
+                          for i, c in enumerate(cells + [link]))
+            body.append(f'<tr data-run="{html.escape(row["run"])}">{tds}</tr>')
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in TABLE_HEADER + ("W&B",))
+    return (f'<div class="card" style="overflow-x:auto"><table id="{table_id}"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
 def _status_badge(status: str) -> str:
@@ -297,28 +320,17 @@ def build_report(runs: Sequence[Run], out_dir: Path | str, study: StudyData | Se
     sections: list[tuple[str, str, str]] = []  # (anchor, heading, html)
 
     # results table -----------------------------------------------------------------------------------
-    table_rows = []
     refs = dense_references(summary)
-    for family in families:
-        table_rows.append(f'<tr class="family"><td colspan="{len(TABLE_HEADER) + 1}">{html.escape(family)}</td></tr>')
-        for row in _sorted_rows([r for r in summary if r["family"] == family]):
-            cells = [html.escape(c) for c in table_cells(row, refs)]
-            cells[2] = f'<span class="kind-{row["kind"]}">{cells[2]}</span>'
-            cells[3] = _status_badge(row["status"])
-            if row.get("reason") and row["status"] != "completed":
-                cells[3] += f'<span class="reason">{html.escape(str(row["reason"]))}</span>'
-            link = (f'<a href="{html.escape(row["wandb_url"])}">W&amp;B</a>' if row["wandb_url"] else "")
-            numeric = {4, 5, 6, 7, 8, 9, 10, 11}
-            tds = "".join(f'<td class="num">{c}</td>' if i in numeric else
-                          f'<td class="wrap">{c}</td>' if i == 3 else f"<td>{c}</td>"
-                          for i, c in enumerate(cells + [link]))
-            table_rows.append(f'<tr data-run="{html.escape(row["run"])}">{tds}</tr>')
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in TABLE_HEADER + ("W&B",))
-    results_html = (f'<div class="card" style="overflow-x:auto"><table id="results"><thead><tr>{head}</tr></thead>'
-                    f"<tbody>{''.join(table_rows)}</tbody></table></div>"
-                    '<p class="note">val ppl = best validation perplexity; test ppl = test perplexity of the best '
-                    "checkpoint; density = nonzero fraction of the sparse tensors; train FLOPs = total over the "
-                    "run. Also in <code>results.md</code> and <code>results.csv</code> next to this file.</p>")
+    main_rows = [r for r in summary if not r.get("sweep")]
+    trial_rows_ = [r for r in summary if r.get("sweep")]
+    results_html = (_results_table(main_rows or trial_rows_, refs, "results")
+                    + '<p class="note">val ppl = best validation perplexity; val vs dense = its gap to the best '
+                    "finished dense run of the same family; test ppl = test perplexity of the best checkpoint; "
+                    "density = nonzero fraction of the sparse tensors; train FLOPs = total over the run. Also in "
+                    "<code>results.md</code> and <code>results.csv</code> next to this file.</p>")
+    if main_rows and trial_rows_:
+        results_html += (f"<details><summary>{len(trial_rows_)} sweep-trial runs</summary>"
+                         + _results_table(trial_rows_, refs, "trial-results") + "</details>")
     if not summary:
         results_html = '<p class="note">No run folders were loaded.</p>'
     sections.append(("results", "Results", results_html))
@@ -370,7 +382,9 @@ def build_report(runs: Sequence[Run], out_dir: Path | str, study: StudyData | Se
     by_run_gates: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in gates:
         by_run_gates[row["run"]].append(row)
-    shown = sorted((r for r in _sorted_rows(summary) if by_run_gates.get(r["run"])),
+    with_gates = [r for r in _sorted_rows(summary) if by_run_gates.get(r["run"])]
+    # sweep-trial runs get no heatmap of their own unless there is nothing else to show
+    shown = sorted([r for r in with_gates if not r.get("sweep")] or with_gates,
                    key=lambda r: r["status"] not in FINISHED)
     for row in shown[:MAX_GATE_FIGURES]:
         fig = plots.plot_gate_heatmap(plots.run_label(row), by_run_gates[row["run"]])
@@ -380,12 +394,16 @@ def build_report(runs: Sequence[Run], out_dir: Path | str, study: StudyData | Se
     if len(shown) > MAX_GATE_FIGURES:
         mask_html.append(f'<p class="note">{len(shown) - MAX_GATE_FIGURES} more runs have per-gate statistics; '
                          "their rows are in the embedded data.</p>")
+    if len(with_gates) > len(shown):
+        mask_html.append(f'<p class="note">Per-gate statistics of {len(with_gates) - len(shown)} sweep-trial runs '
+                         "are in the embedded data (no heatmaps).</p>")
     no_stats = [r["run"] for r in summary if r["kind"] == "sparse" and not by_run_gates.get(r["run"])]
     if no_stats:
         mask_html.append('<p class="note">Sparse runs without per-gate statistics yet: '
                          + html.escape(", ".join(no_stats)) + "</p>")
     for family in families:
-        fam_sparse = _sorted_rows([r for r in summary if r["family"] == family and r["kind"] == "sparse"])
+        fam_sparse = _sorted_rows([r for r in summary if r["family"] == family and r["kind"] == "sparse"
+                                   and not r.get("sweep")])
         if not fam_sparse:
             continue
         keys = {r["run"] for r in fam_sparse}

@@ -160,9 +160,11 @@ def write_study(storage_url: Any, study_name: str, trials: list[dict[str, Any]])
             user_attrs=spec.get("user_attrs", {}), intermediate_values=intermediate))
 
 
-def write_demo(root: Path, storage_url: Any = None) -> dict[str, Any]:
+def write_demo(root: Path, storage_url: Any = None, *, trial_runs: bool = False) -> dict[str, Any]:
     """A small realistic set: dense + two sparse LSTM runs, a failed run, an in-progress run (torn tail,
-    no summary), and optionally a density sweep. Returns what `write_run` returned, by run key."""
+    no summary), and optionally a density sweep (`trial_runs`: completed trials get run folders
+    `cpu_lstm_sweep/sweep-lstm_density-t<n>` linked through the `run_dir` user attr, as selfish.sweep
+    does). Returns what `write_run` returned, by run key (and the trial specs under "trials")."""
     root = Path(root)
     written = {
         "dense": write_run(root, "cpu_lstm_dense", "r001", density=None, floor_ppl=128.0, seed=1,
@@ -181,9 +183,17 @@ def write_demo(root: Path, storage_url: Any = None) -> dict[str, Any]:
             rate = float(rng.uniform(0.3, 0.9))
             value = 128.0 + 4.0 / d + 6 * (rate - 0.6) ** 2 + float(rng.normal(0, 1))
             state = "pruned" if number == 6 else "fail" if number == 7 else "complete"
+            attrs: dict[str, Any] = {"density": d, "reason": "pruned at epoch 3" if state == "pruned" else ""}
+            if trial_runs and state == "complete":
+                run = write_run(root, "cpu_lstm_sweep", f"sweep-lstm_density-t{number}", density=d, n_epochs=4,
+                                seed=100 + number, floor_ppl=value, start_ppl=700.0)
+                value = run["summary"]["best_val_ppl"]
+                attrs.update(run_dir=str(run["dir"]), params_nonzero=run["summary"]["params_nonzero"],
+                             train_flops=run["summary"]["flops"]["train_total"])
+                written[f"trial{number}"] = run
             trials.append({"params": {"sparse.density": d, "sparse.death_rate": rate}, "state": state,
                            "value": round(value, 3), "epochs": 3 if state == "pruned" else 8,
-                           "user_attrs": {"density": d, "reason": "pruned at epoch 3" if state == "pruned" else ""}})
+                           "user_attrs": attrs})
         write_study(storage_url, "lstm_density", trials)
         written["trials"] = trials
     return written

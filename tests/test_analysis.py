@@ -39,11 +39,13 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """Five synthetic runs (dense, sparse 0.33 and 0.10, failed, in progress with a torn tail), a study
-    with 8 trials in a journal file (the sweeps' default storage), and the report built from them."""
+    with 8 trials in a journal file (the sweeps' default storage) whose 6 completed trials have run
+    folders, and the report built from them."""
     root = tmp_path_factory.mktemp("analysis")
     journal = root / "runs" / "sweeps" / "lstm_density" / "journal.log"
     journal.parent.mkdir(parents=True)
-    written = write_demo(root / "runs", optuna.storages.JournalStorage(JournalFileBackend(str(journal))))
+    written = write_demo(root / "runs", optuna.storages.JournalStorage(JournalFileBackend(str(journal))),
+                         trial_runs=True)
     runs = load_runs([root / "runs"])
     study = load_study(journal)
     html_path = build_report(runs, root / "report", study=study)
@@ -54,9 +56,9 @@ def demo(tmp_path_factory):
             "html": html, "data": embedded, "out": html_path.parent}
 
 
-def _by_key(demo):
+def _by_key(demo, trials: bool = True):
     return {f"{w['summary']['name'] if w['summary'] else w['dir'].parent.name}/{w['dir'].name}": w
-            for k, w in demo["written"].items() if k != "trials"}
+            for k, w in demo["written"].items() if k != "trials" and (trials or not k.startswith("trial"))}
 
 
 # ------------------------------------------------------------------------------------------- loaders
@@ -378,3 +380,20 @@ def test_runner_commands_report_from_a_sweep_file(tmp_path, capsys):
     bad = parser.parse_args(["report", "--sweep", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "o")])
     assert bad.func(bad) == 2
     assert "missing.yaml" in capsys.readouterr().err
+
+
+def test_sweep_trial_runs_are_grouped_with_their_study(demo):
+    rows = {r["run"]: r for r in demo["data"]["runs"]}
+    trial_keys = set(_by_key(demo)) - set(_by_key(demo, trials=False))
+    assert len(trial_keys) == 6
+    assert {rows[k]["sweep"] for k in trial_keys} == {"lstm_density"}
+    assert {r["sweep"] for k, r in rows.items() if k not in trial_keys} == {None}
+    html = demo["html"]
+    assert "<summary>6 sweep-trial runs</summary>" in html
+    assert all(f'<tr data-run="{k}">' in html.split('id="trial-results"')[1] for k in trial_keys)
+    assert not list(demo["out"].glob("gates_cpu_lstm_sweep*.png"))  # no heatmap per trial run
+    # the study's trial values are the trial runs' best validation perplexities (linked by run_dir)
+    by_dir = {str(Path(r["source"]).resolve()): r["best_val_ppl"] for r in rows.values()}
+    linked = [t for t in demo["study"].trials if t["user_attrs"].get("run_dir")]
+    assert len(linked) == 6
+    assert all(by_dir[str(Path(t["user_attrs"]["run_dir"]).resolve())] == t["value"] for t in linked)
