@@ -23,6 +23,7 @@ import importlib
 import json
 import netrc
 import os
+import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -111,6 +112,22 @@ def _parse_sets(items: Sequence[str] | None) -> list[str]:
     return list(items or [])
 
 
+def _set_threads(args: argparse.Namespace) -> None:
+    """`--threads N`: torch intra-op threads (default: torch's choice, all cores)."""
+    threads = getattr(args, "threads", None)
+    if threads is None:
+        return
+    if threads <= 0:
+        raise CliError(f"--threads: must be a positive integer, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _terminate_as_interrupt(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    raise KeyboardInterrupt  # SIGTERM (kill, timeout): unwind like Ctrl-C so the run folder is closed
+
+
 # ------------------------------------------------------------------------------------------------
 # train
 
@@ -162,17 +179,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.resume:
         run_dir = _new_run_dir(spec, args.run_dir)
         save_spec(spec, run_dir / "spec.yaml")
+    _set_threads(args)
     console = _console()
     sinks = build_sinks(spec, run_dir, wandb_mode=mode, console=console, quiet=args.quiet,
                         git=git_commit(REPO), run_id=run_dir.name)
     if not args.quiet:
         console.print(f"run folder: {run_dir}  (W&B {mode})")
     status = "failed"
+    previous_handler = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         result = _experiment().run(spec, run_dir=run_dir, data_dir=data_dir, cache_dir=cache_dir, sinks=sinks,
                                    resume=bool(args.resume))
         status = str(result.get("status", "completed"))
     finally:
+        signal.signal(signal.SIGTERM, previous_handler)
         for sink in sinks:  # the loop closes them; this covers errors before or outside the loop
             try:
                 sink.close(status)
@@ -208,6 +228,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise CliError(f"{target}: no such spec file or run folder")
     if not checkpoint.is_file():
         raise CliError(f"checkpoint not found: {checkpoint}")
+    _set_threads(args)
     result = _experiment().evaluate(spec, checkpoint, data_dir=resolve_data_dir(spec),
                                     cache_dir=resolve_cache_dir())
     if args.json:
@@ -227,6 +248,7 @@ def _jsonable(value: Any) -> Any:
 
 def cmd_describe(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, _parse_sets(args.set))
+    _set_threads(args)
     info = _experiment().describe(spec, data_dir=resolve_data_dir(spec), cache_dir=resolve_cache_dir())
     if args.json:
         print(json.dumps(_jsonable(info), indent=2))
@@ -457,6 +479,7 @@ def register_train(sub: Any) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR with its saved spec")
     p.add_argument("--run-dir", metavar="DIR", help="exact run folder (default runs/<name>/<run id>)")
     p.add_argument("--quiet", action="store_true", help="no terminal progress")
+    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: all cores)")
     p.set_defaults(func=cmd_train)
 
 
@@ -466,6 +489,7 @@ def register_eval(sub: Any) -> None:
     p.add_argument("--checkpoint", metavar="PATH", help="default: RUN_DIR/best.pt")
     p.add_argument("--set", action="append", metavar="KEY.PATH=VALUE")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: all cores)")
     p.set_defaults(func=cmd_eval)
 
 
@@ -474,6 +498,7 @@ def register_describe(sub: Any) -> None:
     p.add_argument("spec")
     p.add_argument("--set", action="append", metavar="KEY.PATH=VALUE")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: all cores)")
     p.set_defaults(func=cmd_describe)
 
 

@@ -102,6 +102,8 @@ def test_from_flags_onlstm_quirks():
     assert raw["device"] == "cpu" and any("store_false" in n for n in notes)  # --cuda turns CUDA off there
     assert raw["data"]["dir"] == "/d" and raw["data"]["test_batch_size"] == 1
     assert raw["optim"]["finetuning"] == [500, 1000] and raw["model"]["type"] == "onlstm"
+    forced, _ = runner.spec_from_flags(["--seed", "3"], "main_ONLSTM.py")
+    assert forced["model"]["type"] == "onlstm" and forced["seed"] == 3 and forced["device"] == "auto"
 
 
 @pytest.mark.parametrize("flags, words", [
@@ -260,7 +262,7 @@ def fake(monkeypatch):
 
 def test_train_creates_a_complete_run_folder(capsys, tmp_path, fake):
     write_spec(tmp_path / "s.yaml", TINY)
-    code, _, err = run_main(capsys, "train", "s.yaml", "--set", "seed=9", "--quiet")
+    code, _, err = run_main(capsys, "train", "s.yaml", "--set", "seed=9", "--quiet", "--threads", "1")
     assert code == 0, err
     (run_dir,) = (tmp_path / "runs" / "tiny").iterdir()
     assert fake.calls[0].run_dir == run_dir and fake.calls[0].resume is False
@@ -420,3 +422,23 @@ def test_describe_paper_lstm_counts(capsys, shared_data, token_cache, monkeypatc
     data = json.loads(out)
     assert data["params_dense"] == 66_000_000
     assert abs(data["params_nonzero"] - 21_780_000) < 0.002 * 21_780_000  # Bernoulli masks: about 0.33
+
+
+def test_sigterm_closes_the_run_folder(capsys, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    class Terminated(FakeExperiment):
+        def run(self, spec, *, run_dir, sinks, **kwargs):
+            for sink in sinks:
+                sink.write({"type": "start", "step": 0, "epoch": 0, "resumed": False})
+            os.kill(os.getpid(), signal.SIGTERM)  # like `timeout` or `kill`
+            raise AssertionError("not reached")
+
+    monkeypatch.setattr(runner, "_experiment", lambda: Terminated())
+    write_spec(tmp_path / "s.yaml", TINY)
+    before = signal.getsignal(signal.SIGTERM)
+    code, _, err = run_main(capsys, "train", "s.yaml", "--run-dir", "r", "--quiet")
+    assert code == 130 and "interrupted" in err
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["status"] == "failed"
+    assert signal.getsignal(signal.SIGTERM) is before

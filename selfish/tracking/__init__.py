@@ -69,8 +69,7 @@ def build_sinks(spec: Any, run_dir: Path, *, wandb_mode: str, console: Any = Non
     """
     run_dir = Path(run_dir)
     config = spec.to_dict()
-    wandb_sink = WandbSink(config, spec.tracking.wandb, run_dir, name=f"{spec.name}/{run_id or run_dir.name}",
-                           mode=wandb_mode)
+    wandb_sink = WandbSink(config, spec.tracking.wandb, run_dir, name=spec.name, mode=wandb_mode)
     static = {"name": spec.name, "run_id": run_id or run_dir.name, "git_commit": git, "versions": versions(),
               "wandb": wandb_sink.info()}
     return [RunFolderSink(run_dir, static), wandb_sink, TerminalSink(console, quiet=quiet, title=spec.name)]
