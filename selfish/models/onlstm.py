@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from selfish.models.base import LMOutput
 from selfish.models.recurrent import TimeBatchedLinear
-from selfish.models.regularizers import LockedDropout, embedded_dropout
+from selfish.models.regularizers import LockedDropout, embedded_dropout, keep_mask
 
 
 def cumsoftmax(x: Tensor, dim: int = -1) -> Tensor:
@@ -75,8 +75,7 @@ class ONLSTMCell(nn.Module):
             return weight
         if not self.training:
             return weight * (1 - p)
-        keep = torch.empty_like(weight).bernoulli_(1 - p)
-        return weight * keep
+        return weight * keep_mask(weight, 1 - p)
 
     def gate_blocks(self) -> list[tuple[str, int]]:
         """Named row blocks of ``ih`` / ``hh`` weights, in the original's split order."""

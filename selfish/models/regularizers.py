@@ -11,6 +11,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def keep_mask(like: Tensor, keep_prob: float, shape: tuple[int, ...] | None = None) -> Tensor:
+    """A 0/1 mask (dtype/device of ``like``, ``shape`` or ``like.shape``), 1 with probability ``keep_prob``.
+
+    ``rand < keep_prob`` is used instead of ``bernoulli_``: same distribution, ~3x faster on CPU for the
+    multi-million-entry DropConnect masks drawn every forward call.
+    """
+    size = like.shape if shape is None else shape
+    return (torch.rand(size, device=like.device, dtype=like.dtype) < keep_prob).to(like.dtype)
+
+
 def embedded_dropout(embed: nn.Embedding, words: Tensor, dropout: float = 0.1) -> Tensor:
     """Embedding lookup with word-type dropout (``--dropoute``): whole rows of the table are zeroed.
 
@@ -19,8 +29,7 @@ def embedded_dropout(embed: nn.Embedding, words: Tensor, dropout: float = 0.1) -
     """
     weight = embed.weight
     if dropout:
-        keep = torch.empty((weight.size(0), 1), device=weight.device, dtype=weight.dtype)
-        keep.bernoulli_(1 - dropout)
+        keep = keep_mask(weight, 1 - dropout, (weight.size(0), 1))
         weight = weight * (keep / (1 - dropout))
     return F.embedding(
         words,
@@ -35,8 +44,7 @@ def embedded_dropout(embed: nn.Embedding, words: Tensor, dropout: float = 0.1) -
 
 def locked_dropout_mask(x: Tensor, dropout: float) -> Tensor:
     """A ``[1, B, H]`` mask (scaled by 1/(1-p)) for ``x`` ``[L, B, H]``, shared by all time steps."""
-    keep = x.new_empty((1, x.size(1), x.size(2))).bernoulli_(1 - dropout)
-    return keep / (1 - dropout)
+    return keep_mask(x, 1 - dropout, (1, x.size(1), x.size(2))) / (1 - dropout)
 
 
 class LockedDropout(nn.Module):

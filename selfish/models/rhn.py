@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from selfish.models.base import LMOutput, zero_regularizer
-from selfish.models.regularizers import LockedDropout, embedded_dropout
+from selfish.models.regularizers import LockedDropout, embedded_dropout, keep_mask
 
 
 class HighwayBlock(nn.Module):
@@ -221,7 +221,7 @@ class RHN(nn.Module):
         """The ``dropouth`` mask ``[B, H]`` (scaled), or None when not training."""
         if not self.training or not self.dropouth:
             return None
-        return s.new_empty(s.shape).bernoulli_(1 - self.dropouth) / (1 - self.dropouth)
+        return keep_mask(s, 1 - self.dropouth) / (1 - self.dropouth)
 
     def forward(self, tokens: Tensor, hidden: Tensor) -> LMOutput:
         """tokens ``[L, B]``, hidden ``[nlayers, B, nhid]`` -> logits ``[L*B, V]``."""
