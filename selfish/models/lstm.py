@@ -16,7 +16,11 @@ from selfish.models.base import Hidden, LMOutput, zero_regularizer
 
 
 class StackedLSTM(nn.Module):
-    """Zaremba-style stacked LSTM LM (spec §6.1). No AR/TAR: :meth:`regularizer` returns 0."""
+    """Zaremba-style stacked LSTM LM (spec §6.1). No AR/TAR: :meth:`regularizer` returns 0.
+
+    The layers run inside one fused ``nn.LSTM``, so ``raw_outputs`` / ``dropped_outputs`` hold only the
+    last layer's output (before / after the output dropout).
+    """
 
     def __init__(
         self,
