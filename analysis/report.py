@@ -445,14 +445,17 @@ def build_report(runs: Sequence[Run], out_dir: Path | str, study: StudyData | Se
             "paper": paper_rows, "warnings": warnings,
             "studies": [{"name": st.name, "storage": st.storage, "directions": st.directions,
                          "trials": st.trials, "importances": st.importances} for st in studies]}
-    kinds = Counter(r["kind"] for r in summary)
+    kinds = Counter(r["kind"] for r in summary if not r.get("sweep"))
+    n_trial_runs = sum(1 for r in summary if r.get("sweep"))
     statuses = Counter(r["status"] for r in summary)
-    facts = [f"<span><b>{len(summary)}</b>runs</span>",
+    facts = [f"<span><b>{len(summary) - n_trial_runs}</b>runs</span>",
              f"<span><b>{kinds.get('sparse', 0)}</b>sparse</span>",
              f"<span><b>{kinds.get('dense', 0)}</b>dense</span>",
-             f"<span><b>{len(families)}</b>families</span>"]
+             f"<span><b>{len(families)}</b>{'family' if len(families) == 1 else 'families'}</span>"]
     if studies:
         facts.append(f"<span><b>{sum(len(st.trials) for st in studies)}</b>sweep trials</span>")
+    if n_trial_runs:
+        facts.append(f"<span><b>{n_trial_runs}</b>trial run folders</span>")
     status_text = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) or "none"
     family_text = ", ".join(families) or "none"
     sources = sorted({("W&B " + r["source"][6:].rsplit("/", 1)[0]) if r["source"].startswith("wandb:")
