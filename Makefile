@@ -10,7 +10,8 @@ SELFISH := $(PYTHON) runner.py
 # Where the corpora live here (SELFISH_DATA wins when set by the user).
 export SELFISH_DATA ?= $(abspath ../shared/data)
 
-.PHONY: install test test-slow lint demo bench clean \
+.PHONY: install test test-slow test-browser lint demo bench clean dashboard dashboard-live \
+        sweep-density sweep-schedule sweep-cpu \
         lstm-ptb lstm-ptb-dense rhn-ptb rhn-ptb-dense onlstm-ptb onlstm-ptb-dense mos-wt2 mos-wt2-dense \
         baselines-ptb cpu-all cpu-lstm cpu-lstm-dense
 
@@ -36,8 +37,28 @@ lint: install
 demo: install
 	$(SELFISH) train experiments/cpu/demo.yaml
 
+test-browser: install
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	$(PYTHON) -m pytest -q -m browser tests
+
 bench: install
 	$(PYTHON) -m benchmarks.run
+
+# --- dashboards -------------------------------------------------------------------------------
+SWEEP ?= $(firstword $(wildcard runs/sweeps/*/journal.log))
+dashboard: install
+	$(SELFISH) report runs --out reports/dashboard
+	@echo "open reports/dashboard/report.html"
+dashboard-live: install
+	$(SELFISH) dashboard-live $(SWEEP)
+
+# --- Optuna sweeps (WORKERS=N to run N local worker processes) ---------------------------------
+WORKERS ?= 1
+sweep-density: install ; $(SELFISH) sweep sweeps/lstm_density.yaml --workers $(WORKERS)
+sweep-schedule: install ; $(SELFISH) sweep sweeps/lstm_death_schedule.yaml --workers $(WORKERS)
+sweep-cpu: install
+	$(SELFISH) sweep sweeps/cpu_density.yaml --workers $(WORKERS)
+	$(SELFISH) sweep sweeps/cpu_death_schedule.yaml --workers $(WORKERS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
