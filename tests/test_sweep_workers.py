@@ -168,3 +168,80 @@ def test_sigkilled_worker_leaves_a_trial_the_next_run_resumes_from_its_checkpoin
     assert len(by_state[TrialState.COMPLETE]) == 2  # the study reached its 2 finished trials
     status = sweep_status(path, run_root=tmp_path / "runs")
     assert status["counts"]["done"] == 2 and status["counts"]["failed"] == 0
+
+
+REAL_BASE = """\
+name: sweep_tiny
+seed: 1
+device: cpu
+data: {corpus: ptb, batch_size: 4, eval_batch_size: 4, bptt: 8, max_train_tokens: 3000, max_valid_tokens: 800, max_test_tokens: 800}
+model: {type: lstm, emsize: 16, nhid: 16, nlayers: 1, dropout: 0.0}
+sparse: {enabled: true, density: 0.5, death_rate: 0.5}
+optim: {name: sgd, lr: 20}
+train: {epochs: %d, log_interval: 1000}
+"""
+
+
+def real_sweep(tmp_path: Path, shared_data: Path, *, epochs: int, n_trials: int) -> Path:
+    (tmp_path / "base.yaml").write_text(REAL_BASE % epochs)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(f"base: base.yaml\nstudy: real\nn_trials: {n_trials}\nsampler: {{type: random, seed: 0}}\n"
+                    "pruner: {type: none}\nretry: {lease_ttl_s: 5, lease_refresh_s: 0.5}\n"
+                    "space:\n  sparse.density: {type: float, low: 0.2, high: 0.8}\n")
+    return path
+
+
+def run_real(path: Path, tmp_path: Path, shared_data: Path, workers: int = 1) -> int:
+    return run_sweep(path, workers=workers, data_dir=shared_data, cache_dir=tmp_path / "cache",
+                     run_root=tmp_path / "runs", wandb_mode="disabled", cores=2)
+
+
+@pytest.mark.slow
+def test_real_runs_on_a_ptb_slice_fill_normal_run_folders(tmp_path, shared_data):
+    path = real_sweep(tmp_path, shared_data, epochs=2, n_trials=2)
+    assert run_real(path, tmp_path, shared_data) == 0
+    trials = load(tmp_path, "real").get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    for t in trials:
+        run_dir = Path(t.user_attrs["run_dir"])
+        assert run_dir == tmp_path / "runs" / "sweep_tiny" / f"sweep-real-t{t.number}"
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["status"] == "completed" and summary["best_val_ppl"] == pytest.approx(t.value)
+        assert summary["wandb"]["group"] == "real"
+        assert t.user_attrs["density"] == pytest.approx(t.params["sparse.density"], abs=0.05)
+        assert t.user_attrs["train_flops"] == summary["flops"]["train_total"]
+        assert sorted(t.intermediate_values) == [1, 2]
+
+
+@pytest.mark.slow
+def test_real_sigkilled_trial_resumes_from_its_checkpoint(tmp_path, shared_data):
+    path = real_sweep(tmp_path, shared_data, epochs=8, n_trials=1)
+    lease_dir = default_journal_path(tmp_path / "runs", "real").parent / "leases"
+    run_dir = tmp_path / "runs" / "sweep_tiny" / "sweep-real-t0"
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(run_real(path, tmp_path, shared_data)))
+    thread.start()
+    deadline = time.time() + 120
+    while time.time() < deadline and not any("\"epoch\": 2," in line for line in
+                                              _lines(run_dir / "metrics.jsonl")):
+        time.sleep(0.1)
+    lease = read_lease(lease_dir, 0)
+    assert lease is not None
+    os.kill(lease.pid, signal.SIGKILL)
+    thread.join(timeout=60)
+    assert codes == [1]
+    epochs_before = [r["epoch"] for r in map(json.loads, _lines(run_dir / "metrics.jsonl")) if r["type"] == "epoch"]
+    assert max(epochs_before) < 8, "the worker was killed mid-trial"
+    assert run_real(path, tmp_path, shared_data) == 0
+    records = [json.loads(line) for line in _lines(run_dir / "metrics.jsonl")]
+    starts = [r for r in records if r["type"] == "start"]
+    assert [s["resumed"] for s in starts] == [False, True]
+    resumed_epochs = [r["epoch"] for r in records[records.index(starts[1]):] if r["type"] == "epoch"]
+    assert resumed_epochs[0] == max(epochs_before) + 1 and resumed_epochs[-1] == 8
+    trials = load(tmp_path, "real").get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].user_attrs["retry_of"] == 0 and trials[1].user_attrs["run_dir"] == str(run_dir)
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.is_file() else []
