@@ -20,9 +20,12 @@ from selfish.sparse import (
     GrowthInputs,
     layer_densities,
     make_decay,
+    make_redistribution,
     nominal_nonzeros,
     select_parameters,
 )
+from selfish.sparse.criteria import equal_shares
+from selfish.sparse.redistribution import TensorCounts
 
 VOCAB = 40
 
@@ -539,3 +542,44 @@ def test_all_mode_combinations_are_registered():
     assert list(GROWTHS) == ["random", "random_rnn", "gradient", "momentum"]
     assert list(REDISTRIBUTIONS) == ["none", "magnitude", "nonzeros", "momentum"]
     assert list(itertools.islice(INITS, 3)) == ["uniform", "ER", "ERK"]
+
+
+def test_invariant_checks_do_not_change_results():
+    results = []
+    for check in (True, False):
+        model, opt, mask = build(check_invariants=check, growth_count="exact")
+        train_steps(model, mask, opt, 3)
+        results.append((mask.at_end_of_epoch().to_dict(), {n: m.clone() for n, m in mask.masks.items()}))
+    assert results[0][0] == results[1][0]
+    assert all(torch.equal(results[0][1][n], results[1][1][n]) for n in results[0][1])
+
+
+def test_equal_shares_respect_room_and_total():
+    gen = torch.Generator().manual_seed(0)
+    assert sorted(equal_shares(10, [100, 100, 100, 100], gen)) == [2, 2, 3, 3]
+    shares = equal_shares(10, [1, 100, 0, 100], gen)
+    assert shares[0] == 1 and shares[2] == 0 and sorted(shares[1::2]) == [4, 5]
+    shares = equal_shares(50, [3, 4, 5, 100], gen)
+    assert shares[:3] == [3, 4, 5] and sum(shares) == 50
+
+
+def test_proportional_redistribution_caps_and_spreads():
+    red = make_redistribution("magnitude")
+    counts = {"a": TensorCounts(numel=100, nonzero_before=90, nonzero_after_death=45, baseline=90),
+              "b": TensorCounts(numel=1000, nonzero_before=300, nonzero_after_death=150, baseline=300)}
+    regrow = red.regrow(counts, {"a": 100.0, "b": 1.0})  # "a" wants nearly everything but has 55 free slots
+    assert regrow["a"] <= int(0.99 * counts["a"].candidates)
+    assert regrow["a"] + regrow["b"] >= counts["a"].removed + counts["b"].removed - 2
+    red.end_update(counts, {"a": 99, "b": 290})
+    assert red.adjusted_growth == pytest.approx(0.75 * 1 + 1)  # 0.25*0 + 0.75*residual + mean(residuals)
+
+
+def test_er_init_follows_the_set_formula():
+    model = TinyLSTMLM(vocab=200, emb=16, hidden=16)
+    mask = Masking(torch.optim.SGD(model.parameters(), lr=1.0))
+    mask.add_module(model, density=0.2, sparse_init="ER")
+    dens = mask.target_density
+    # q_l = eps (r + c) / (r c): the thin 64x16 LSTM matrices get a higher density than the 200x16 tables
+    assert dens["rnn.weight_hh_l0"] > dens["encoder.weight"]
+    ratio = dens["rnn.weight_hh_l0"] / dens["encoder.weight"]
+    assert ratio == pytest.approx((80 / 1024) / (216 / 3200))

@@ -19,7 +19,7 @@ from selfish.sparse.select import (
     select_smallest,
 )
 
-SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=15, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 shapes = st.sampled_from([(7, 5), (32, 16), (64, 30), (12, 4, 3), (120, 8), (3, 200)])
 

@@ -67,9 +67,11 @@ class Masking:
         gate_layout: Mapping[str, LayoutSpec] | None = None,
         growth_count: str = "bernoulli",
         threshold: float = 1e-3,
+        check_invariants: bool = True,
     ) -> None:
         """``model`` is the original's legacy string ("LSTM"/"RHN") and is ignored. ``threshold`` is the
-        initial tau of ``death_mode="threshold"``."""
+        initial tau of ``death_mode="threshold"``. ``check_invariants`` adds two count passes per tensor
+        and update that assert death only removes and growth only adds outside the survivors."""
         death_options = {"threshold": threshold} if death_mode == "threshold" else {}
         self.death = make_death(death_mode, **death_options)
         self.growth = make_growth(growth_mode)
@@ -80,6 +82,7 @@ class Masking:
             raise ValueError(f"update_every must be a positive int or None, got {update_every}")
         self.death_mode, self.growth_mode, self.redistribution_mode = death_mode, growth_mode, redistribution_mode
         self.growth_count = growth_count
+        self.check_invariants = bool(check_invariants)
         self.decay = death_rate_decay if death_rate_decay is not None else ConstantDecay(death_rate)
         self.seed = int(seed)
         self.update_every = None if update_every is None else int(update_every)
@@ -232,7 +235,8 @@ class Masking:
         rate = self.death_rate
         names = list(self.masks)
         before = {n: self.masks[n] for n in names}
-        nonzero_before = dict(zip(names, torch.stack([count(before[n]) for n in names]).tolist(), strict=True))
+        gates_before = self._gate_counts(before)
+        nonzero_before = {n: sum(g) for n, g in gates_before.items()}
         for n in names:
             self.baseline.setdefault(n, nonzero_before[n])
 
@@ -246,10 +250,9 @@ class Masking:
                                 self._generator(n, "death"), workspace)
             for n in names
         }
-        nonzero_after_death = dict(zip(
-            names, torch.stack([count(after_death[n]) for n in names]).tolist(), strict=True))
-        counts = {n: TensorCounts(before[n].numel(), nonzero_before[n], nonzero_after_death[n], self.baseline[n])
-                  for n in names}
+        gates_after_death = self._gate_counts(after_death)
+        counts = {n: TensorCounts(before[n].numel(), nonzero_before[n], sum(gates_after_death[n]),
+                                  self.baseline[n]) for n in names}
         regrow = self.redistribution.regrow(counts, scores)
 
         exact = self.growth_count == "exact"
@@ -266,7 +269,7 @@ class Masking:
             pending.append(self._count_update(n, before[n], after_death[n], grown, new))
 
         values = torch.stack([v for group in pending for v in group]).tolist()
-        stats = self._build_stats(names, values, counts, regrow, exact)
+        stats = self._build_stats(names, values, counts, gates_before, gates_after_death, regrow, exact, rate)
         for n in names:
             self.masks[n] = new_masks[n]
         removed = sum(c.removed for c in counts.values())
@@ -277,54 +280,65 @@ class Masking:
         self._push_masks()
         return stats
 
-    def _count_update(self, name: str, before, after_death, grown, new) -> list[torch.Tensor]:
-        """0-d count tensors, gathered for one host sync: per gate (before, after death, grown,
-        grown & before) for multi-gate tensors, else (grown, grown & before); then per tensor (new, ever
-        active, after death & before)."""
-        out = []
-        blocks = self.blocks[name]
-        for block in blocks:
-            rows = slice(block.start, block.stop)
-            b, g = before[rows], grown[rows]
-            if len(blocks) > 1:
-                out += [count(b), count(after_death[rows])]
-            out += [count(g), count(g & b)]
-        out += [count(new), count(self.ever_active[name]), count(after_death & before)]
+    def _gate_counts(self, masks: Mapping[str, torch.Tensor]) -> dict[str, list[int]]:
+        """Nonzeros per gate block of every mask, with one host sync."""
+        pending = [count(m) if len(self.blocks[n]) == 1 else torch.stack(
+            [count(m[b.start:b.stop]) for b in self.blocks[n]]) for n, m in masks.items()]
+        values = torch.cat([p.reshape(-1) for p in pending]).tolist()
+        out, i = {}, 0
+        for n in masks:
+            g = len(self.blocks[n])
+            out[n] = values[i:i + g]
+            i += g
         return out
 
-    def _build_stats(self, names, values, counts, regrow, exact) -> UpdateStats:
-        stats = UpdateStats(update=self.update_index + 1, step=self.steps, death_rate=self.death_rate)
+    def _count_update(self, name: str, before, after_death, grown, new) -> list[torch.Tensor]:
+        """0-d count tensors, gathered for one host sync: per gate (grown, grown & before), then the
+        ever-active count and, with ``check_invariants``, (new, after death & before)."""
+        out = []
+        for block in self.blocks[name]:
+            rows = slice(block.start, block.stop)
+            g = grown[rows]
+            out += [count(g), count(g & before[rows])]
+        out.append(count(self.ever_active[name]))
+        if self.check_invariants:
+            out += [count(new), count(after_death & before)]
+        return out
+
+    def _build_stats(self, names, values, counts, gates_before, gates_after_death, regrow, exact, rate
+                     ) -> UpdateStats:
+        stats = UpdateStats(update=self.update_index + 1, step=self.steps, death_rate=rate)
         entries = []
         ever_total = 0
         i = 0
         for n in names:
             blocks = self.blocks[n]
             c = counts[n]
-            if len(blocks) > 1:
-                per_gate = [values[i + 4 * j: i + 4 * j + 4] for j in range(len(blocks))]
-                i += 4 * len(blocks)
-            else:
-                per_gate = [[c.nonzero_before, c.nonzero_after_death, *values[i:i + 2]]]
+            grown_jr = [values[i + 2 * j: i + 2 * j + 2] for j in range(len(blocks))]
+            i += 2 * len(blocks)
+            ever = values[i]
+            i += 1
+            g = sum(v[0] for v in grown_jr)
+            jr = sum(v[1] for v in grown_jr)
+            ad = c.nonzero_after_death
+            a = ad + g  # growth adds only outside the survivors (checked below)
+            if self.check_invariants:
+                new_count, after_within_before = values[i: i + 2]
                 i += 2
-            a, ever, after_within_before = values[i: i + 3]
-            i += 3
-            b, ad, g, jr = (sum(col) for col in zip(*per_gate, strict=True))
-            _check(b == c.nonzero_before and ad == c.nonzero_after_death, f"{n}: gate counts do not add up")
-            _check(after_within_before == ad, f"{n}: death added positions")
-            _check(a == ad + g, f"{n}: grown positions overlap the surviving ones")
+                _check(after_within_before == ad, f"{n}: death added positions")
+                _check(new_count == a, f"{n}: grown positions overlap the surviving ones")
             _check(g <= c.candidates, f"{n}: grew more than the candidates")
             if exact:
                 _check(g == regrow[n], f"{n}: grew {g}, asked for exactly {regrow[n]}")
-            numel = c.numel
-            entry = tensor_entry(b, ad, g, jr, a, numel, ever)
+            entry = tensor_entry(c.nonzero_before, ad, g, jr, a, c.numel, ever)
             stats.tensors[n] = entry
             entries.append(entry)
             ever_total += ever
             if len(blocks) > 1:
-                width = numel // self.params[n].shape[0]
+                width = c.numel // self.params[n].shape[0]
                 stats.gates[n] = {
-                    blk.name: gate_entry(v[0], v[1], v[2], v[1] + v[2], (blk.stop - blk.start) * width)
-                    for blk, v in zip(blocks, per_gate, strict=True)
+                    blk.name: gate_entry(b, d, gj[0], d + gj[0], (blk.stop - blk.start) * width)
+                    for blk, b, d, gj in zip(blocks, gates_before[n], gates_after_death[n], grown_jr, strict=True)
                 }
         stats.total = total_entry(entries, ever_total)
         return stats

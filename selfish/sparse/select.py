@@ -87,7 +87,13 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
 
 
 def kth_smallest(values: torch.Tensor, candidates: torch.Tensor, k: int, n_candidates: int) -> torch.Tensor:
-    """The k-th smallest (1-based) of ``values[candidates]`` as a 0-d tensor.
+    """The k-th smallest (1-based) of ``values[candidates]`` as a 0-d tensor (see ``_kth_and_rank``)."""
+    return _kth_and_rank(values, candidates, k, n_candidates)[0]
+
+
+def _kth_and_rank(values: torch.Tensor, candidates: torch.Tensor, k: int, n_candidates: int
+                  ) -> tuple[torch.Tensor, int]:
+    """(t, n) with t the k-th smallest of ``values[candidates]`` and n = #candidates with value <= t.
 
     Brackets the quantile from a strided sample of about 65k elements, then runs ``kthvalue`` only on
     the candidates inside the bracket (a few percent of them); falls back to the full ``kthvalue`` when
@@ -116,8 +122,12 @@ def kth_smallest(values: torch.Tensor, candidates: torch.Tensor, k: int, n_candi
                 n_inside = int(count(at_most_hi)) - n_below
                 inside = at_most_hi ^ below
             if n_below < k <= n_below + n_inside:
-                return torch.kthvalue(v[inside], k - n_below).values
-    return torch.kthvalue(v[c], k).values
+                bracket = v[inside]
+                t = torch.kthvalue(bracket, k - n_below).values
+                return t, n_below + int(count(bracket <= t))
+    active = v[c]
+    t = torch.kthvalue(active, k).values
+    return t, int(count(active <= t))
 
 
 def select_smallest(
@@ -134,9 +144,9 @@ def select_smallest(
         return torch.zeros_like(candidates)
     if k == n:
         return candidates.clone()
-    t = kth_smallest(values, candidates, k, n)
+    t, n_at_most_t = _kth_and_rank(values, candidates, k, n)
     chosen = candidates & (values <= t)
-    surplus = int(count(chosen)) - k
+    surplus = n_at_most_t - k
     if surplus > 0:  # ties at t: drop `surplus` of them at random
         ties = candidates & (values == t)
         chosen &= ~sample_from(ties, surplus, generator)
