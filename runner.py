@@ -199,9 +199,18 @@ def cmd_train(args: argparse.Namespace) -> int:
             except Exception:  # noqa: BLE001 - a failing sink must not hide the real error
                 pass
     if not args.quiet:
-        console.print(f"{status}: best val ppl {_num(result.get('best_val_ppl'))}, "
-                      f"test ppl {_num(result.get('test_ppl'))}; run folder {run_dir}")
+        summary = _read_json(run_dir / "summary.json")
+        console.print(f"{status}: best val ppl {_num(summary.get('best_val_ppl'))}, "
+                      f"test ppl {_num(summary.get('test_ppl'))}; run folder {run_dir}")
     return EXIT_OK if status in ("completed", "stopped") else EXIT_FAILURE
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _num(value: Any) -> str:

@@ -301,9 +301,19 @@ def test_terminal_prints_epoch_and_final_tables():
         sink.write(event)
     sink.close("completed")
     text = out.getvalue()
-    assert "toy: starting" in text and "330 non-zero" in text
+    assert "toy: starting" in text and "330 non-zero" in text and "| epoch 1 | 5/10 batches" in text
     assert "val ppl" in text and "120.00" in text and "exploration" in text and "removed" in text
     assert "test ppl" in text and "110.00" in text and "run completed" in text
+
+
+def test_terminal_live_progress_on_a_terminal():
+    out = io.StringIO()
+    sink = TerminalSink(Console(file=out, width=120, force_terminal=True))
+    for event in full_run():
+        sink.write(event)
+    sink.close("completed")
+    text = out.getvalue()
+    assert "epoch 1" in text and "150.00" in text and "110.00" in text and sink._progress is None
 
 
 def test_terminal_quiet_prints_nothing():

@@ -27,9 +27,12 @@ def _fmt(value: Any, spec: str = ".2f") -> str:
 
 
 def _count(value: Any) -> str:
+    """Compact counts: 21.78M, 615.2k, 7,645."""
     if not isinstance(value, (int, float)):
         return "?"
-    return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{int(value):,}"
+    if value >= 1e6:
+        return f"{value / 1e6:.2f}M"
+    return f"{value / 1e3:.1f}k" if value >= 1e5 else f"{int(value):,}"
 
 
 class TerminalSink:
@@ -88,6 +91,12 @@ class TerminalSink:
     def _step(self, record: dict) -> None:
         epoch = record.get("epoch")
         total = record.get("batches") or self._steps_per_epoch
+        stats = (f"loss {_fmt(record.get('loss'))} ppl {_fmt(record.get('ppl'))} lr {_fmt(record.get('lr'), '.4g')}"
+                 f" {_fmt(record.get('tokens_per_s'), '.0f')} tok/s {record.get('phase', '')}")
+        if not self.console.is_terminal:  # a log file: one line per record instead of a live bar
+            self.console.print(f"| epoch {epoch} | {record.get('batch')}/{total} batches | {stats}",
+                               highlight=False)
+            return
         if self._progress is None or epoch != self._epoch:
             self._stop_progress()
             self._epoch = epoch
@@ -97,8 +106,6 @@ class TerminalSink:
                 console=self.console, transient=True)
             self._progress.start()
             self._task = self._progress.add_task("train", total=total, stats="")
-        stats = (f"loss {_fmt(record.get('loss'))} ppl {_fmt(record.get('ppl'))} lr {_fmt(record.get('lr'), '.4g')}"
-                 f" {_fmt(record.get('tokens_per_s'), '.0f')} tok/s {record.get('phase', '')}")
         self._progress.update(self._task, completed=record.get("batch", 0), total=total, stats=stats)
 
     def _stop_progress(self) -> None:
@@ -107,21 +114,25 @@ class TerminalSink:
             self._progress = None
             self._task = None
 
+    # (header, width) of the per-epoch rows; fixed widths so successive rows line up under one header
+    _EPOCH_COLUMNS = (("epoch", 5), ("train ppl", 10), ("val ppl", 9), ("phase", 6), ("density", 8),
+                      ("p", 7), ("removed", 8), ("regrown", 8), ("explore", 8), ("s", 5))
+
     def _epoch_table(self, record: dict) -> None:
+        """One row per epoch (header on the first): ppl, phase, density, death rate, removed, regrown, ..."""
+        first = self._last_epoch is None or not self.console.is_terminal  # logs: a header with every row
         self._last_epoch = record
         total = (record.get("mask") or {}).get("total") or {}
-        table = Table(title=f"epoch {record.get('epoch')}", title_justify="left", show_edge=False)
-        columns = [("train ppl", _fmt(record.get("train_ppl"))), ("val ppl", _fmt(record.get("val_ppl"))),
-                   ("best", _fmt(record.get("best_val_ppl"))), ("lr", _fmt(record.get("lr"), ".4g")),
-                   ("phase", str(record.get("phase")) + (" (switched)" if record.get("switched") else "")),
-                   ("density", _fmt(record.get("density"), ".4f")), ("death rate", _fmt(record.get("death_rate"), ".4f")),
-                   ("removed", _fmt(total.get("removed"))), ("regrown", _fmt(total.get("regrown"))),
-                   ("exploration", _fmt(record.get("exploration_rate"), ".4f")),
-                   ("time", _fmt(record.get("epoch_time_s"), ".1f") + " s")]
-        for name, _ in columns:
-            table.add_column(name, justify="right")
-        table.add_row(*[value for _, value in columns])
-        self.console.print(table)
+        phase = str(record.get("phase")) + ("*" if record.get("switched") else "")
+        values = (str(record.get("epoch")), _fmt(record.get("train_ppl")), _fmt(record.get("val_ppl")), phase,
+                  _fmt(record.get("density"), ".4f"), _fmt(record.get("death_rate"), ".4f"),
+                  _count(total.get("removed")) if total else "-", _count(total.get("regrown")) if total else "-",
+                  _fmt(record.get("exploration_rate"), ".4f"), _fmt(record.get("epoch_time_s"), ".0f"))
+        table = Table(box=None, show_header=first, header_style="bold underline", pad_edge=False, padding=(0, 0))
+        for name, width in self._EPOCH_COLUMNS:
+            table.add_column(name, justify="right", width=width, no_wrap=True)
+        table.add_row(*values)
+        self.console.print(table, end="")
 
     def _final_table(self, record: dict) -> None:
         table = Table(title="result", title_justify="left")
