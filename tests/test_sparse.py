@@ -583,3 +583,12 @@ def test_er_init_follows_the_set_formula():
     assert dens["rnn.weight_hh_l0"] > dens["encoder.weight"]
     ratio = dens["rnn.weight_hh_l0"] / dens["encoder.weight"]
     assert ratio == pytest.approx((80 / 1024) / (216 / 3200))
+
+
+def test_momentum_growth_rejects_masked_params_in_a_group_without_momentum():
+    model = TinyLSTMLM()
+    opt = torch.optim.SGD([{"params": model.rnn.parameters(), "momentum": 0.9},
+                           {"params": [*model.encoder.parameters(), *model.decoder.parameters()]}], lr=1.0)
+    mask = Masking(opt, growth_mode="momentum")  # one group has momentum: construction passes
+    with pytest.raises(ValueError, match="encoder.weight"):
+        mask.add_module(model, density=0.3)

@@ -174,6 +174,8 @@ class Masking:
         unknown = sorted(set(self.gate_layout_override) - set(all_names) - set(self.masks))
         if unknown:
             raise ValueError(f"gate_layout names unknown parameters {unknown}; known: {sorted(all_names)}")
+        if self.needs_momentum:
+            self._check_momentum_groups(chosen)
         names_by_id = {id(p): n for n, p in all_names.items()}
         layouts = {**discover_layouts(module, names_by_id), **self.gate_layout_override}
         densities = layer_densities({n: tuple(p.shape) for n, p in chosen.items()}, density, sparse_init)
@@ -189,6 +191,15 @@ class Masking:
                 self.ever_active[name] = mask.clone()
                 self._multiply(param, mask, optimizer_state=True)
         self._push_masks()
+
+    def _check_momentum_groups(self, params: Mapping[str, nn.Parameter]) -> None:
+        """Every masked parameter must sit in a param group with momentum (or Adam betas)."""
+        group_of = {id(p): g for g in self._optimizer.param_groups for p in g["params"]}
+        lacking = [n for n, p in params.items() if id(p) in group_of and not (
+            float(group_of[id(p)].get("momentum", 0.0) or 0.0) > 0.0 or "betas" in group_of[id(p)])]
+        if lacking:
+            raise ValueError(f"growth_mode={self.growth_mode!r} / redistribution_mode={self.redistribution_mode!r} "
+                             f"need momentum, but these parameters are in param groups without it: {lacking}")
 
     # ------------------------------------------------------------------ training-time calls
     @property
