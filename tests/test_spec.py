@@ -278,3 +278,16 @@ def test_paper_lstm_is_the_readme_command():
     weights = 2 * 10000 * h + 2 * 8 * h * h
     assert abs(weights - 21.78e6) / 21.78e6 < 0.002
     assert abs(weights - 21.78e6) < abs(2 * 10000 * (h - 1) + 16 * (h - 1) ** 2 - 21.78e6)
+
+
+def test_model_keys_are_constructor_arguments():
+    """The wiring passes only the options a model's constructor takes: a spec key the constructor does not
+    know would be dropped silently, so every key of MODEL_DEFAULTS must be a constructor argument."""
+    import inspect
+
+    from selfish.models import MODEL_REGISTRY
+
+    assert set(MODEL_DEFAULTS) <= set(MODEL_REGISTRY)
+    for kind, defaults in MODEL_DEFAULTS.items():
+        accepted = set(inspect.signature(MODEL_REGISTRY[kind]).parameters)
+        assert set(defaults) <= accepted, kind
