@@ -245,3 +245,19 @@ def test_real_sigkilled_trial_resumes_from_its_checkpoint(tmp_path, shared_data)
 
 def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.is_file() else []
+
+
+@pytest.mark.slow
+def test_grid_sweep_with_two_objectives_gives_a_pareto_front(tmp_path):
+    (tmp_path / "base.yaml").write_text(support.TINY_SPEC)
+    path = tmp_path / "sweep.yaml"
+    path.write_text("base: base.yaml\nstudy: t\nn_trials: 10\nsampler: {type: grid, grid: {sparse.density: [0.2, 0.4, 0.6]}}\n"
+                    "objective: {metrics: [val_ppl, density]}\nspace:\n"
+                    "  sparse.density: {type: float, low: 0.1, high: 0.8}\n")
+    assert sweep(path, tmp_path) == 0
+    trials = load(tmp_path).get_trials()
+    assert sorted(t.params["sparse.density"] for t in trials) == [0.2, 0.4, 0.6]  # n_trials capped at the grid
+    status = sweep_status(path, run_root=tmp_path / "runs")
+    front = sorted(b["params"]["sparse.density"] for b in status["best"])
+    assert front == [0.2, 0.4]  # 0.6 is worse in both objectives than 0.4 under the fake curve
+    assert "Pareto front" in format_status(status)

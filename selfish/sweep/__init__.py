@@ -6,6 +6,8 @@ Public API: :func:`run_sweep`, :func:`sweep_status`, :func:`load_sweep`, :func:`
 
 from selfish.sweep.run import run_sweep
 from selfish.sweep.spec import SweepSpec, SweepSpecError, load_sweep
+from selfish.sweep.status import format_status, sweep_status
 from selfish.sweep.storage import StorageError, redact_url
 
-__all__ = ["StorageError", "SweepSpec", "SweepSpecError", "load_sweep", "redact_url", "run_sweep"]
+__all__ = ["StorageError", "SweepSpec", "SweepSpecError", "format_status", "load_sweep", "redact_url", "run_sweep",
+           "sweep_status"]

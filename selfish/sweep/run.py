@@ -6,6 +6,7 @@ their checkpoints, and workers stop when the study has ``n_trials`` finished tri
 
 from __future__ import annotations
 
+import importlib.util
 import multiprocessing
 import os
 import socket
@@ -39,6 +40,9 @@ def storage_for(sweep: SweepSpec, storage: str | None, run_root: Path) -> Storag
 def validate_sweep(sweep_path: str | Path, spec_loader: Callable[..., Any] | None = None) -> SweepSpec:
     """Load the sweep and prove its key paths against the base experiment spec (raises SweepSpecError)."""
     sweep = load_sweep(sweep_path)
+    if sweep.sampler.type == "cmaes" and importlib.util.find_spec("cmaes") is None:
+        raise SweepSpecError(f"{sweep.path}: sampler.type: cmaes needs the 'cmaes' package, which is not "
+                             "installed; use tpe, random, gp or grid, or pip install cmaes")
     loader = spec_loader or default_spec_loader()
     check_against_base(sweep, lambda base, overrides: _checked(loader, base, overrides))
     return sweep
