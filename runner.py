@@ -244,8 +244,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(_jsonable(result), indent=2))
     else:
         print(f"{spec.name}: {checkpoint}")
+        nonzero = result.get("nonzero_weights")
         print(f"val ppl {_num(result.get('val_ppl'))} (loss {_num(result.get('val_loss'))}) | "
-              f"test ppl {_num(result.get('test_ppl'))} (loss {_num(result.get('test_loss'))})")
+              f"test ppl {_num(result.get('test_ppl'))} (loss {_num(result.get('test_loss'))})"
+              + (f" | {nonzero:,} non-zero weights" if isinstance(nonzero, int) else ""))
     return EXIT_OK
 
 
@@ -270,6 +272,9 @@ def _print_description(spec: Spec, info: Mapping[str, Any]) -> None:
     from rich.table import Table
 
     console = _console(stderr=False)
+    console.rule("resolved spec", align="left")
+    console.print(spec.to_yaml().rstrip(), highlight=False, markup=False)
+    console.rule(align="left")
     console.print(f"[bold]{spec.name}[/bold]: {spec.model.type} on {spec.data.corpus}, "
                   f"{'sparse density ' + str(spec.sparse.density) if spec.sparse.enabled else 'dense'}")
     tensors = info.get("tensors") or []

@@ -324,7 +324,8 @@ def test_describe_json_and_table(capsys, tmp_path, fake):
     data = json.loads(out)
     assert code == 0 and data["params_dense"] == 66_000_000 and data["params_nonzero"] == 21_780_000
     code, out, _ = run_main(capsys, "describe", "s.yaml")
-    assert code == 0 and "21,780,000" in out and "rnn.weight_hh_l0" in out
+    assert code == 0 and "21,780,000" in out and "rnn.weight_hh_l0" in out and "resolved spec" in out
+    assert "emsize: 8" in out and "enabled: false" in out  # the resolved spec is shown
 
 
 # ---- end to end on a slice of real PTB -----------------------------------------------------------
