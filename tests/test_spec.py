@@ -176,6 +176,7 @@ def test_malformed_yaml_and_duplicates(tmp_path):
     dup = error_of(write(tmp_path, "dup.yaml", "name: t\nseed: 1\nseed: 2\n"))
     assert "duplicate key 'seed'" in dup
     assert "mapping" in error_of(write(tmp_path, "list.yaml", "- a\n- b\n"))
+    assert "a key must be a plain value" in error_of(write(tmp_path, "key.yaml", "? [a, b]\n: 1\n"))
     assert "empty" in error_of(write(tmp_path, "empty.yaml", ""))
     assert "file not found" in error_of(tmp_path / "missing.yaml")
 
