@@ -128,3 +128,7 @@ def status_command(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     print(json.dumps(status, indent=2, default=str) if args.json else format_status(status))
     return EXIT_OK
+
+
+# The runner discovers sub-commands through this name (runner.EXTENSION_MODULES).
+register_commands = register_cli
