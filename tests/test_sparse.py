@@ -592,3 +592,12 @@ def test_momentum_growth_rejects_masked_params_in_a_group_without_momentum():
     mask = Masking(opt, growth_mode="momentum")  # one group has momentum: construction passes
     with pytest.raises(ValueError, match="encoder.weight"):
         mask.add_module(model, density=0.3)
+
+
+def test_adam_moments_are_masked_after_every_step():
+    model, opt, mask = build(optimizer="adam")
+    train_steps(model, mask, opt, 2)
+    for n, m in mask.masks.items():
+        state = opt.state[mask.params[n]]
+        assert torch.all(state["exp_avg"][~m] == 0) and torch.all(state["exp_avg_sq"][~m] == 0)
+        assert torch.count_nonzero(state["exp_avg_sq"][m]) > 0

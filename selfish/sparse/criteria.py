@@ -153,7 +153,7 @@ def _random_block(candidates, n_candidates, n_grow, inputs: GrowthInputs) -> tor
         return torch.zeros_like(candidates)
     grown = bernoulli_select(candidates, n_grow / n_candidates, inputs.generator)
     if inputs.exact:
-        grown = fix_count(grown, candidates, n_grow, inputs.generator)
+        grown = fix_count(grown, candidates, n_grow, inputs.generator, n_candidates)
     return grown
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Callable
 
 import torch
 
@@ -197,38 +198,56 @@ def sample_from(pool: torch.Tensor, m: int, generator: torch.Generator) -> torch
     flat = _flat(pool)
     n_pool = int(count(flat))
     m = max(0, min(int(m), n_pool))
-    out = torch.zeros_like(flat)
-    if m == 0:
-        return out.view(pool.shape)
     if m == n_pool:
         return pool.clone()
-    numel = flat.numel()
-    device = pool.device
     if n_pool > (1 << 16) and m > n_pool // 8:
-        # many of the pool: Bernoulli draw, then correct the small surplus/shortfall
-        return fix_count(bernoulli_select(pool, m / n_pool, generator), pool, m, generator)
-    if n_pool <= (1 << 16):
-        idx = torch.nonzero(flat).squeeze(1)
-    else:  # few of a large pool: draw random flat indices, keep hits (about 8 m draws at most)
+        return fix_count(bernoulli_select(pool, m / n_pool, generator), pool, m, generator, n_pool)
+    out = torch.zeros_like(flat)
+    if m:
+        out[_draw_indices(lambda idx: flat[idx], flat, n_pool, m, generator)] = True
+    return out.view(pool.shape)
+
+
+def _draw_indices(member: Callable[[torch.Tensor], torch.Tensor], pool_flat: torch.Tensor, n_pool: int, m: int,
+                  generator: torch.Generator) -> torch.Tensor:
+    """``m`` distinct flat indices drawn uniformly from a pool of ``n_pool`` (``member(idx)`` tests
+    membership; ``pool_flat`` is the materialised pool, only read for small pools)."""
+    numel = pool_flat.numel()
+    device = pool_flat.device
+    if n_pool <= (1 << 16) or m > n_pool // 8:
+        idx = torch.nonzero(pool_flat).squeeze(1)
+    else:  # rejection: random flat indices, keep the members (about 2 m / density draws per round)
         draws = int(2 * m * numel / n_pool) + 64
         idx = torch.empty(0, dtype=torch.int64, device=device)
         while idx.numel() < m:
             raw = torch.randint(0, numel, (draws,), generator=generator, device=device)
-            idx = torch.unique(torch.cat([idx, raw[flat[raw]]]))
-    perm = torch.randperm(idx.numel(), generator=generator, device=device)[:m]
-    out[idx[perm]] = True
-    return out.view(pool.shape)
+            idx = torch.unique(torch.cat([idx, raw[member(raw)]]))
+    return idx[torch.randperm(idx.numel(), generator=generator, device=device)[:m]]
 
 
-def fix_count(chosen: torch.Tensor, candidates: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-    """Make a random subset ``chosen`` of ``candidates`` have exactly ``k`` elements.
+def fix_count(chosen: torch.Tensor, candidates: torch.Tensor, k: int, generator: torch.Generator,
+              n_candidates: int | None = None) -> torch.Tensor:
+    """Make a random subset ``chosen`` of ``candidates`` have exactly ``k`` elements (in place when
+    possible; returns the result).
 
     Drops a uniform subset of the surplus or adds a uniform subset of the missing from the unchosen
-    candidates; a Bernoulli draw corrected this way is a uniform k-subset.
+    candidates; a Bernoulli draw corrected this way is a uniform k-subset. A small correction (the
+    usual case: about sqrt(k)) touches only the drawn positions, never the whole tensor.
     """
     have = int(count(chosen))
+    if have == k:
+        return chosen
+    chosen = chosen.contiguous()
+    flat, cand = chosen.view(-1), _flat(candidates)
+    n_cand = int(count(cand)) if n_candidates is None else n_candidates
     if have > k:
+        if have > (1 << 16) and have - k <= have // 8:
+            flat[_draw_indices(lambda idx: flat[idx], flat, have, have - k, generator)] = False
+            return chosen
         return chosen & ~sample_from(chosen, have - k, generator)
-    if have < k:
-        return chosen | sample_from(candidates & ~chosen, k - have, generator)
-    return chosen
+    n_free = n_cand - have
+    if n_free > (1 << 16) and k - have <= n_free // 8:
+        added = _draw_indices(lambda idx: cand[idx] & ~flat[idx], flat, n_free, k - have, generator)
+        flat[added] = True
+        return chosen
+    return chosen | sample_from(candidates & ~chosen, k - have, generator)
