@@ -73,10 +73,11 @@ def fast_vs_plain(
     return result
 
 
-def run(threads: int = 2, batches: int = 3, models: tuple[str, ...] = ("rhn", "onlstm")) -> dict:
+def run(threads: int = 2, batches: int = 5, models: tuple[str, ...] = ("rhn", "onlstm")) -> dict:
     """Fast vs plain training throughput for the paper-size models named in ``models``."""
     torch.set_num_threads(threads)
     results: dict = {
+        "load_average_before": [round(x, 2) for x in os.getloadavg()],
         "threads": threads,
         "batch_size": 20,
         "bptt": 35,
