@@ -127,6 +127,7 @@ def build(
     corpus: Corpus | None = None,
     on_epoch: Callable[[dict], None] | None = None,
     device: torch.device | None = None,
+    fault_hook: Callable[[str], None] | None = None,
 ) -> Trainer:
     """Build a ready-to-run :class:`Trainer` from a spec (seeded: same spec, same numbers)."""
     cfg = spec_dict(spec)
@@ -145,6 +146,7 @@ def build(
         checkpoint_dir=checkpoint_dir,
         spec=cfg,
         on_epoch=on_epoch,
+        fault_hook=fault_hook,
     )
     trainer.start_info = {**accounting_summary(cfg, trainer), "device": str(device)}
     return trainer
@@ -190,10 +192,12 @@ def run(
     corpus: Corpus | None = None,
     on_epoch: Callable[[dict], None] | None = None,
     device: torch.device | None = None,
+    fault_hook: Callable[[str], None] | None = None,
 ) -> dict:
     """Train one spec into ``run_dir`` (checkpoints there) and return the result fields.
 
     ``on_epoch`` gets every epoch record and may raise :class:`StopTraining` to end the run cleanly.
+    ``fault_hook`` (tests only) is called at named points of the loop and the checkpoint write.
     """
     trainer = build(
         spec,
@@ -204,6 +208,7 @@ def run(
         corpus=corpus,
         on_epoch=on_epoch,
         device=device,
+        fault_hook=fault_hook,
     )
     result = trainer.run(resume=resume)
     info = trainer.start_info

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +26,13 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated or not one of ours."""
 
 
-def save_atomic(obj: Any, path: Path) -> None:
-    """``torch.save`` to ``path`` through a temp file + fsync + rename (POSIX-atomic)."""
+FaultHook = Callable[[str], None]
+"""Called with the name of a point in the write (``checkpoint_written``, ``checkpoint_rotated``); tests use
+it to kill the process exactly there. ``None`` in normal runs."""
+
+
+def _write_temp(obj: Any, path: Path) -> Path:
+    """``torch.save`` to a temp file beside ``path``, flushed and fsynced; returns the temp path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -33,22 +40,68 @@ def save_atomic(obj: Any, path: Path) -> None:
             torch.save(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _fsync_dir(folder: Path) -> None:
+    dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
 
 
-def save_rotating(obj: Any, path: Path) -> None:
-    """Save ``path`` atomically, keeping the file it replaces as ``<stem>.prev<suffix>``."""
-    if path.exists():
-        os.replace(path, path.with_name(f"{path.stem}.prev{path.suffix}"))
-    save_atomic(obj, path)
+def save_atomic(obj: Any, path: Path, fault_hook: FaultHook | None = None) -> None:
+    """``torch.save`` to ``path`` through a temp file + fsync + rename (POSIX-atomic)."""
+    tmp = _write_temp(obj, path)
+    try:
+        if fault_hook is not None:
+            fault_hook("checkpoint_written")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def previous_path(path: Path) -> Path:
+    """``last.pt`` -> ``last.prev.pt``."""
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def save_rotating(obj: Any, path: Path, fault_hook: FaultHook | None = None) -> None:
+    """Save ``path`` atomically, keeping the file it replaces as ``<stem>.prev<suffix>``.
+
+    Order: the new file is written completely to a temp file first; then the current file is hard-linked
+    (copied where links are not supported) to the ``.prev`` name; then the temp file is renamed over
+    ``path``. So at every instant ``path`` holds a complete checkpoint (the old or the new one), and a kill
+    at any point loses at most the epoch being written.
+    """
+    tmp = _write_temp(obj, path)
+    try:
+        if fault_hook is not None:
+            fault_hook("checkpoint_written")
+        prev = previous_path(path)
+        # already the same file: a kill after the last rotation (rename() of one hard link over another is a no-op)
+        if path.exists() and not (prev.exists() and os.path.samefile(path, prev)):
+            prev_tmp = prev.with_name(f".{prev.name}.{os.getpid()}.tmp")
+            prev_tmp.unlink(missing_ok=True)
+            try:
+                try:
+                    os.link(path, prev_tmp)
+                except OSError:  # no hard links here (some network file systems): copy instead
+                    shutil.copyfile(path, prev_tmp)
+                os.replace(prev_tmp, prev)
+            finally:
+                prev_tmp.unlink(missing_ok=True)
+            if fault_hook is not None:
+                fault_hook("checkpoint_rotated")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
 
 
 def load(path: Path) -> dict:
@@ -69,10 +122,12 @@ def load_latest(path: Path) -> tuple[dict, Path, list[str]]:
 
     Returns (checkpoint, the path used, warnings). Raises CheckpointError when neither loads.
     """
-    candidates = [path, path.with_name(f"{path.stem}.prev{path.suffix}")]
+    candidates = [path, previous_path(path)]
     problems: list[str] = []
     for candidate in candidates:
         if not candidate.exists():
+            if candidate == path and candidates[1].exists():
+                problems.append(f"{path}: checkpoint not found")
             continue
         try:
             ckpt = load(candidate)

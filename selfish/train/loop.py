@@ -130,6 +130,7 @@ class Trainer:
         spec: dict | None = None,
         on_epoch: Callable[[dict], None] | None = None,
         start_info: dict | None = None,
+        fault_hook: Callable[[str], None] | None = None,
     ):
         self.model = model.to(device)
         self.settings = settings
@@ -141,6 +142,9 @@ class Trainer:
         self.spec = spec or {}
         self.on_epoch = on_epoch
         self.start_info = start_info or {}
+        # Fault injection (tests only): called with a point name ("step", "mask_update",
+        # "checkpoint_written", "checkpoint_rotated"); the runner's hook may kill the process there.
+        self.fault_hook = fault_hook
         s = settings
         self.train_data = batchify(corpus.train, s.batch_size).to(device)
         self.val_data = batchify(corpus.valid, s.eval_batch_size).to(device)
@@ -287,6 +291,8 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(params, s.clip)
             self._optimizer_step()
             self.state.step += 1
+            if self.fault_hook is not None:
+                self.fault_hook("step")
             detached = raw_loss.detach().double()
             epoch_loss += detached * inputs.size(0)
             window_loss += detached
@@ -336,6 +342,8 @@ class Trainer:
         if switched and not self.sparse.update_in_switch_epoch:
             return None
         stats = self.masking.at_end_of_epoch()
+        if self.fault_hook is not None:
+            self.fault_hook("mask_update")
         return stats.to_dict() if stats is not None else None
 
     def run_epoch(self, epoch: int) -> dict:
@@ -452,19 +460,14 @@ class Trainer:
     def _save_last(self) -> None:
         if self.checkpoint_dir is None or not self.settings.checkpoint:
             return
-        ckpt.save_rotating(self.state_dict(), self.checkpoint_dir / "last.pt")
+        ckpt.save_rotating(self.state_dict(), self.checkpoint_dir / "last.pt", fault_hook=self.fault_hook)
 
     # ------------------------------------------------------------------------------------- run
     def run(self, resume: bool = False) -> dict:
         """Train to the end (or until stopped), test with the best weights; returns the result."""
         s = self.settings
         if resume:
-            if self.checkpoint_dir is None:
-                raise ckpt.CheckpointError("resume needs a checkpoint folder")
-            state, used, problems = ckpt.load_latest(self.checkpoint_dir / "last.pt")
-            for problem in problems:
-                warnings.warn(f"{problem}; resuming from {used.name} instead", stacklevel=2)
-            self.load_state_dict(state)
+            self._resume()
         self._emit(
             {
                 "type": "start",
@@ -477,8 +480,10 @@ class Trainer:
         try:
             for epoch in range(self.state.epoch + 1, s.epochs + 1):
                 record = self.run_epoch(epoch)
-                self._save_last()
+                # Events first, then the checkpoint: a kill in between replays this epoch on resume and the
+                # run folder drops the records past the checkpoint; the other order could lose this record.
                 self._emit(record)
+                self._save_last()
                 if self.on_epoch is not None:
                     self.on_epoch(record)
         except StopTraining as stop:
@@ -491,6 +496,30 @@ class Trainer:
         self._emit({"type": "end", "status": status, "reason": reason})
         self._close_sinks(status)
         return result
+
+    def _resume(self) -> None:
+        """Restore the latest good checkpoint of ``checkpoint_dir`` (``last.pt``, else ``last.prev.pt``).
+
+        A damaged ``last.pt`` is renamed ``last.pt.damaged`` (with a warning) so the next checkpoint does not
+        rotate it over the good ``last.prev.pt``. With no checkpoint at all (stopped before the end of the
+        first epoch) the run starts over from the beginning: the seeded build gives the same numbers.
+        Raises ``CheckpointError`` when checkpoints exist but none loads.
+        """
+        if self.checkpoint_dir is None:
+            raise ckpt.CheckpointError("resume needs a checkpoint folder")
+        latest = self.checkpoint_dir / "last.pt"
+        for stale in self.checkpoint_dir.glob(".*.pt.*.tmp"):  # temp files of a write that was killed
+            stale.unlink(missing_ok=True)
+        if not latest.exists() and not ckpt.previous_path(latest).exists():
+            warnings.warn(f"{self.checkpoint_dir}: no checkpoint yet (stopped during the first epoch); "
+                          "starting from the beginning", stacklevel=3)
+            return
+        state, used, problems = ckpt.load_latest(latest)
+        for problem in problems:
+            warnings.warn(f"{problem}; resuming from {used.name} instead", stacklevel=3)
+        if used != latest and latest.exists():
+            latest.replace(latest.with_name(latest.name + ".damaged"))
+        self.load_state_dict(state)
 
     def _final_test(self) -> dict:
         """Score validation and test with the best weights (spec §1).
