@@ -25,6 +25,7 @@ import netrc
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,34 @@ def resolve_wandb_mode(mode: str, env: Mapping[str, str] = os.environ) -> str:
     if forced == "dryrun":
         return "offline"
     return "online" if wandb_logged_in(env) else "offline"
+
+
+FAULT_ENV = "SELFISH_FAULT"
+FAULT_POINTS = ("step", "mask_update", "checkpoint_written", "checkpoint_rotated")
+
+
+def fault_hook_from_env(env: Mapping[str, str] = os.environ) -> Callable[[str], None] | None:
+    """Fault injection for the reliability tests: `SELFISH_FAULT=POINT:N` makes this process SIGKILL itself
+    the N-th time training reaches POINT (one of `FAULT_POINTS`). Unset (always, outside tests): None."""
+    value = env.get(FAULT_ENV)
+    if not value:
+        return None
+    point, _, nth = value.partition(":")
+    if point not in FAULT_POINTS or not nth.isdigit() or int(nth) < 1:
+        raise CliError(f"{FAULT_ENV}={value}: expected POINT:N with POINT one of {', '.join(FAULT_POINTS)}, N >= 1")
+    target, seen = int(nth), {"count": 0}
+
+    def hook(name: str) -> None:
+        if name == point:
+            seen["count"] += 1
+            if seen["count"] == target:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ARG001 - warnings API
+    return f"selfish: warning: {message}\n"
 
 
 def _experiment():
@@ -167,8 +196,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         spec = _spec_in_run_dir(run_dir)
         if args.spec and load_spec(args.spec).to_dict() != spec.to_dict():
             raise CliError(f"{args.spec}: differs from the spec saved in {run_dir}/spec.yaml")
-        if not (run_dir / "last.pt").is_file():
-            raise CliError(f"--resume {run_dir}: no checkpoint (last.pt) to resume from")
     else:
         if not args.spec:
             raise CliError("train: give a SPEC file (or --resume RUN_DIR)")
@@ -176,6 +203,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(spec)
     cache_dir = resolve_cache_dir()
     mode = resolve_wandb_mode(spec.tracking.wandb.mode)
+    fault_hook = fault_hook_from_env()
     if not args.resume:
         run_dir = _new_run_dir(spec, args.run_dir)
         save_spec(spec, run_dir / "spec.yaml")
@@ -188,8 +216,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     status = "failed"
     previous_handler = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
+        extra = {"fault_hook": fault_hook} if fault_hook is not None else {}
         result = _experiment().run(spec, run_dir=run_dir, data_dir=data_dir, cache_dir=cache_dir, sinks=sinks,
-                                   resume=bool(args.resume))
+                                   resume=bool(args.resume), **extra)
         status = str(result.get("status", "completed"))
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
@@ -198,6 +227,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                 sink.close(status)
             except Exception:  # noqa: BLE001 - a failing sink must not hide the real error
                 pass
+    if status not in ("completed", "stopped"):  # always said, also with --quiet
+        print(f"selfish: error: run {status}: {result.get('reason') or 'no reason given'}; the last good "
+              f"checkpoint is kept in {run_dir}", file=sys.stderr)
     if not args.quiet:
         summary = _read_json(run_dir / "summary.json")
         console.print(f"{status}: best val ppl {_num(summary.get('best_val_ppl'))}, "
@@ -550,6 +582,8 @@ def build_parser(load_extensions: bool = True) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    if not debug:  # one plain line per warning (a damaged checkpoint, W&B off), not a source listing
+        warnings.formatwarning = _format_warning
     try:
         first = next((a for a in argv if not a.startswith("-")), None)
         builtin = {"train", "eval", "describe", "from-flags"}
