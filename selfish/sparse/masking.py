@@ -13,6 +13,16 @@ keeps the original three-step recipe working::
 Masks are bool tensors keyed by the fully qualified parameter name. Every random draw comes from a
 generator seeded with crc32 of (seed, parameter name, update index, purpose), so a run resumed from
 ``state_dict()`` replays exactly.
+
+Choices where the spec leaves room (or the original is loose):
+- death removes exactly ceil(p N_nz) weights; ties at the threshold are broken at random (the original
+  removed every tied weight, which only differs for active weights that are exactly 0);
+- Bernoulli growth draws 16-bit numbers with a randomly rounded threshold: each candidate's marginal
+  probability is exactly n / #candidates (see ``select.bernoulli_select``);
+- after an update, weights *and* optimizer state survive only where a weight was active before and
+  after (removed-then-regrown weights keep both, as in the original's ``W *= M`` and spec §5.2);
+- ``UpdateStats.gates`` lists only tensors with more than one gate block; per-tensor entries also carry
+  the realised ``death_rate`` (removed / nonzero_before).
 """
 
 from __future__ import annotations
