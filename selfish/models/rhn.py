@@ -65,6 +65,8 @@ class _HighwayRecurrence(torch.autograd.Function):
     forward(wx ``[L, B, G·H]``, s0 ``[B, H]``, mask ``[B, H]`` or None, couple, w_1, b_1, ..., w_D, b_D)
     -> (outputs ``[L, B, H]``, s_L ``[B, H]``); ``w_l`` ``[G·H, H]``, ``b_l`` ``[G·H]``, G = 2 (H, T)
     when coupled, 3 (H, T, C) otherwise; ``wx`` already holds ``W x_t + b_W`` for every step.
+    Micro-step ``k = t·D + l`` reads state ``states[k]`` and writes ``states[k + 1]``; the coupled
+    update is written ``s + t (h - s)`` (= ``h t + s (1 - t)``) to save elementwise ops.
     """
 
     @staticmethod
@@ -72,65 +74,73 @@ class _HighwayRecurrence(torch.autograd.Function):
         weights, biases = params[0::2], params[1::2]
         steps, batch, _ = wx.shape
         hidden, depth = s0.shape[1], len(weights)
-        s_in = wx.new_empty((steps, depth, batch, hidden))
-        hs, ts = torch.empty_like(s_in), torch.empty_like(s_in)
-        cs = None if couple else torch.empty_like(s_in)
-        outputs = wx.new_empty((steps, batch, hidden))
-        s = s0
+        states = wx.new_empty((steps * depth + 1, batch, hidden))
+        states[0] = s0
+        hs = wx.new_empty((steps * depth, batch, hidden))
+        ts = torch.empty_like(hs)
+        cs = None if couple else torch.empty_like(hs)
+        first_input = wx + biases[0]  # [L, B, G·H]: W x_t + b_W + b_R1, hoisted
         for step in range(steps):
             for layer in range(depth):
-                s_in[step, layer] = s
+                k = step * depth + layer
+                s = states[k]
                 sm = s if mask is None else s * mask
-                pre = torch.addmm(biases[layer], sm, weights[layer].t())
-                if layer == 0:
-                    pre = wx[step] + pre
-                h = torch.tanh(pre[:, :hidden], out=hs[step, layer])
-                t = torch.sigmoid(pre[:, hidden : 2 * hidden], out=ts[step, layer])
+                bias = first_input[step] if layer == 0 else biases[layer]
+                pre = torch.addmm(bias, sm, weights[layer].t())
+                h = torch.tanh(pre[:, :hidden], out=hs[k])
+                t = torch.sigmoid(pre[:, hidden : 2 * hidden], out=ts[k])
                 if couple:
-                    s = h * t + s * (1 - t)
+                    torch.addcmul(s, t, h - s, out=states[k + 1])
                 else:
-                    c = torch.sigmoid(pre[:, 2 * hidden :], out=cs[step, layer])
-                    s = h * t + s * c
-            outputs[step] = s
+                    c = torch.sigmoid(pre[:, 2 * hidden :], out=cs[k])
+                    torch.addcmul(h * t, s, c, out=states[k + 1])
         ctx.couple = couple
-        ctx.save_for_backward(mask, s_in, hs, ts, cs, *weights)
-        return outputs, s
+        ctx.save_for_backward(mask, states, hs, ts, cs, *weights)
+        outputs = states[depth::depth].clone()
+        return outputs, states[-1].clone()
 
     @staticmethod
-    def backward(ctx, grad_outputs: Tensor, grad_s: Tensor):
-        mask, s_in, hs, ts, cs, *weights = ctx.saved_tensors
+    def backward(ctx, grad_outputs: Tensor | None, grad_s: Tensor | None):
+        mask, states, hs, ts, cs, *weights = ctx.saved_tensors
         couple = ctx.couple
-        steps, depth, batch, hidden = s_in.shape
+        depth = len(weights)
+        micro_steps, batch, hidden = hs.shape
+        steps = micro_steps // depth
         gates = weights[0].shape[0]
-        dpre_all = s_in.new_empty((steps, depth, batch, gates))
-        ds = torch.zeros_like(s_in[0, 0]) if grad_s is None else grad_s.clone()
+        dpre_all = hs.new_empty((micro_steps, batch, gates))
+        ds = torch.zeros_like(states[0]) if grad_s is None else grad_s.clone()
         for step in reversed(range(steps)):
             if grad_outputs is not None:
                 ds = ds + grad_outputs[step]
             for layer in reversed(range(depth)):
-                h, t, s = hs[step, layer], ts[step, layer], s_in[step, layer]
-                dpre = dpre_all[step, layer]
-                torch.mul(ds * t, 1 - h * h, out=dpre[:, :hidden])
+                k = step * depth + layer
+                h, t, s, dpre = hs[k], ts[k], states[k], dpre_all[k]
+                dh_gate = ds * t  # dL/dh · (other factor of the H-gate path)
+                torch.addcmul(dh_gate, dh_gate, h * h, value=-1, out=dpre[:, :hidden])  # · (1 - h²)
                 if couple:
-                    # s' = h t + s (1 - t): d/dt = h - s, d/ds = 1 - t
-                    torch.mul(ds * (h - s), t * (1 - t), out=dpre[:, hidden : 2 * hidden])
-                    ds_prev = ds * (1 - t)
+                    # s' = s + t (h - s): ds'/dt = h - s, ds'/ds = 1 - t
+                    dt = ds * (h - s) * t
+                    torch.addcmul(dt, dt, t, value=-1, out=dpre[:, hidden : 2 * hidden])  # · (1 - t)
+                    ds_prev = ds - dh_gate
                 else:
-                    c = cs[step, layer]
-                    torch.mul(ds * h, t * (1 - t), out=dpre[:, hidden : 2 * hidden])
-                    torch.mul(ds * s, c * (1 - c), out=dpre[:, 2 * hidden :])
+                    c = cs[k]
+                    dt = ds * h * t
+                    torch.addcmul(dt, dt, t, value=-1, out=dpre[:, hidden : 2 * hidden])
+                    dc = ds * s * c
+                    torch.addcmul(dc, dc, c, value=-1, out=dpre[:, 2 * hidden :])
                     ds_prev = ds * c
                 through_r = dpre @ weights[layer]
-                if mask is not None:
-                    through_r = through_r * mask
-                ds = ds_prev + through_r
+                ds = ds_prev + through_r if mask is None else torch.addcmul(ds_prev, through_r, mask)
         param_grads: list[Tensor | None] = []
+        dpre_steps = dpre_all.view(steps, depth, batch, gates)
         for layer in range(depth):
-            sm = s_in[:, layer] if mask is None else s_in[:, layer] * mask
-            dpre = dpre_all[:, layer].reshape(-1, gates)
+            inputs = states[layer:micro_steps:depth]  # [L, B, H], the state micro-layer `layer` read
+            sm = inputs if mask is None else inputs * mask
+            dpre = dpre_steps[:, layer].reshape(-1, gates)
             param_grads.append(dpre.t() @ sm.reshape(-1, hidden))
             param_grads.append(dpre.sum(0))
-        return (dpre_all[:, 0], ds, None, None, *param_grads)
+        # b_R1 was folded into the hoisted first-layer input: its gradient is the sum of dpre over steps.
+        return (dpre_steps[:, 0], ds, None, None, *param_grads)
 
 
 class RecurrentHighway(nn.Module):
