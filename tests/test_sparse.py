@@ -601,3 +601,24 @@ def test_adam_moments_are_masked_after_every_step():
         state = opt.state[mask.params[n]]
         assert torch.all(state["exp_avg"][~m] == 0) and torch.all(state["exp_avg_sq"][~m] == 0)
         assert torch.count_nonzero(state["exp_avg_sq"][m]) > 0
+
+
+def test_load_state_dict_rejects_other_parameters():
+    _, _, mask = build()
+    other = Masking(torch.optim.SGD(TinyLSTMLM().parameters(), lr=1.0))
+    other.add_module(TinyLSTMLM(), density=0.3, exclude=["decoder.*"])
+    with pytest.raises(ValueError, match="mask names differ"):
+        other.load_state_dict(mask.state_dict())
+
+
+def test_grown_weights_start_at_zero_even_if_something_wrote_there():
+    model, opt, mask = build(growth_count="exact")
+    with torch.no_grad():  # an outside write into inactive positions (e.g. a bad checkpoint load)
+        for n, p in mask.params.items():
+            p[~mask.masks[n]] = 7.0
+    before = {n: m.clone() for n, m in mask.masks.items()}
+    mask.at_end_of_epoch()
+    for n, new in mask.masks.items():
+        grown_new = new & ~before[n]
+        assert grown_new.any()
+        assert torch.all(mask.params[n].detach()[grown_new] == 0)
