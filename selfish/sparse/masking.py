@@ -107,7 +107,7 @@ class Masking:
         self.steps = 0
         self.last_stats: UpdateStats | None = None
         self._optimizer: torch.optim.Optimizer | None = None
-        self._workspace = Workspace()  # scratch buffers reused across steps and updates
+        self._workspace = Workspace()  # scratch: a float cast of the largest mask (every step), |W| (updates)
         self.set_optimizer(optimizer)
 
     # ------------------------------------------------------------------ optimizer
@@ -289,6 +289,7 @@ class Masking:
             new_masks[n] = new
             pending.append(self._count_update(n, before[n], after_death[n], grown, new))
 
+        workspace.release("abs")  # only the per-step "cast" buffer stays allocated between updates
         values = torch.stack([v for group in pending for v in group]).tolist()
         stats = self._build_stats(names, values, counts, gates_before, gates_after_death, regrow, exact, rate)
         for n in names:

@@ -30,8 +30,8 @@ _SAMPLE_SIZE = 1 << 16  # elements read (strided) to bracket a quantile
 
 
 class Workspace:
-    """Reusable scratch buffers for one update, so large temporaries are allocated (and page-faulted)
-    once per update instead of once per tensor."""
+    """Reusable scratch buffers (one per key, sized for the largest tensor), so large temporaries are
+    allocated and page-faulted once instead of once per tensor and call."""
 
     def __init__(self) -> None:
         self._buffers: dict[tuple, torch.Tensor] = {}
@@ -44,6 +44,11 @@ class Workspace:
             buf = torch.empty(t.numel(), dtype=t.dtype, device=t.device)
             self._buffers[slot] = buf
         return buf[: t.numel()].view(t.shape)
+
+    def release(self, key: str) -> None:
+        """Free the buffers stored under ``key``."""
+        for slot in [s for s in self._buffers if s[0] == key]:
+            del self._buffers[slot]
 
     def abs(self, t: torch.Tensor) -> torch.Tensor:
         """|t| written into a scratch buffer."""
