@@ -622,3 +622,23 @@ def test_grown_weights_start_at_zero_even_if_something_wrote_there():
         grown_new = new & ~before[n]
         assert grown_new.any()
         assert torch.all(mask.params[n].detach()[grown_new] == 0)
+
+
+class Highway(nn.Module):
+    """A cell that declares a bare layout for its own weights (like an RHN micro-layer)."""
+
+    def __init__(self):
+        super().__init__()
+        self.R = nn.Parameter(torch.randn(8, 4))
+        self.bias = nn.Parameter(torch.zeros(8))
+
+    def gate_layout(self):
+        return 2
+
+
+def test_bare_gate_layout_applies_to_the_modules_own_weights():
+    model = nn.Sequential(Highway(), nn.Linear(4, 4))
+    mask = Masking(torch.optim.SGD(model.parameters(), lr=1.0))
+    mask.add_module(model, density=0.5)
+    assert [b.name for b in mask.blocks["0.R"]] == ["H", "T"]
+    assert len(mask.blocks["1.weight"]) == 1

@@ -61,16 +61,22 @@ def resolve_blocks(name: str, rows: int, spec: LayoutSpec | None) -> list[GateBl
 def discover_layouts(model: nn.Module, names_by_id: Mapping[int, str]) -> dict[str, LayoutSpec]:
     """Layout specs found on the modules of ``model``, keyed by fully qualified parameter name.
 
-    ``names_by_id`` maps ``id(parameter)`` to the name masks use (first name of tied weights). A
-    module's own ``gate_layout()`` wins over the nn.LSTM/nn.GRU defaults; outer modules win over inner.
+    ``names_by_id`` maps ``id(parameter)`` to the name masks use (first name of tied weights).
+    ``gate_layout()`` returns ``{param name relative to the module: spec}``, or a bare spec (int or
+    block list) for all of the module's own 2-D+ weights. A module's declaration wins over the
+    nn.LSTM/nn.GRU defaults; outer modules win over inner.
     """
     found: dict[str, LayoutSpec] = {}
     for _prefix, module in model.named_modules():
         declared = getattr(module, "gate_layout", None)
         if not callable(declared):
             continue
-        for local, spec in dict(declared()).items():
-            param = _lookup(module, local)
+        layout = declared()
+        if isinstance(layout, Mapping):
+            pairs = [(_lookup(module, local), spec) for local, spec in layout.items()]
+        else:  # an int or a block list: applies to the module's own weights
+            pairs = [(p, layout) for p in module.parameters(recurse=False) if p.dim() >= 2]
+        for param, spec in pairs:
             if param is not None and id(param) in names_by_id:
                 found.setdefault(names_by_id[id(param)], spec)
     for _prefix, module in model.named_modules():
