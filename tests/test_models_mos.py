@@ -71,7 +71,7 @@ def test_dropconnect_keeps_masked_raw_weights_out():
         assert not torch.equal(base, model(tokens, bumped).logits)
 
 
-def test_dropconnect_uses_weightdrop_semantics():
+def test_dropconnect_uses_weightdrop_semantics(monkeypatch):
     model = _tiny(wdrop=0.5, dropout=0, dropouth=0, dropouti=0, dropoute=0, dropoutl=0)
     seen = []
     real_lstm = torch.lstm
@@ -80,12 +80,9 @@ def test_dropconnect_uses_weightdrop_semantics():
         seen.append(weights[1].detach().clone())
         return real_lstm(inputs, state, weights, *args)
 
-    torch.lstm = spy
-    try:
-        model.train()(torch.randint(0, 19, (3, 2)), model.init_hidden(2))
-        model.eval()(torch.randint(0, 19, (3, 2)), model.init_hidden(2))
-    finally:
-        torch.lstm = real_lstm
+    monkeypatch.setattr(torch, "lstm", spy)
+    model.train()(torch.randint(0, 19, (3, 2)), model.init_hidden(2))
+    model.eval()(torch.randint(0, 19, (3, 2)), model.init_hidden(2))
     raw = model.rnns[0].module.weight_hh_l0_raw.detach()
     kept = seen[0] != 0
     torch.testing.assert_close(seen[0][kept], raw[kept] * 2.0)  # F.dropout scaling 1/(1-p)
