@@ -132,6 +132,10 @@ class DataSpec(_Section):
                 _fail("max_seq_len_delta", "only used with variable_bptt: true; remove it or set variable_bptt")
         if self.test_batch_size is None:
             self.test_batch_size = self.eval_batch_size
+        for split, batch in (("train", "batch_size"), ("valid", "eval_batch_size"), ("test", "test_batch_size")):
+            cap, rows = getattr(self, f"max_{split}_tokens"), getattr(self, batch)
+            if cap is not None and cap < 2 * rows:  # batchify needs 2 rows: one input/target pair per column
+                _fail(f"max_{split}_tokens", f"must be at least 2 x {batch} ({2 * rows}) tokens, got {cap}")
         return self
 
 
@@ -457,7 +461,7 @@ def _merge(base: dict, child: Mapping, source: str, prefix: tuple[str, ...], ori
     for key, value in child.items():
         path = (*prefix, str(key))
         if value is None and (isinstance(out.get(key), Mapping) or _section_at(path) is not None):
-            out.pop(key)
+            out.pop(key, None)  # a null section with nothing to reset is just the defaults
             for p in [p for p in origins if p[: len(path)] == path]:
                 origins.pop(p)
         elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
