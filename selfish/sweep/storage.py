@@ -140,8 +140,12 @@ def resolve_storage(
             f"storage {redact_url(text)!r}: unknown scheme {scheme!r}; use a journal file path, "
             "postgresql://user:pass@host/db or sqlite:///file.db"
         )
-    if not text[len(match.group(0)) :]:
+    rest = text[len(match.group(0)) :]
+    if not rest:
         raise StorageError(f"storage {redact_url(text)!r}: the URL names no host or database")
+    if scheme == "sqlite" and (rest in ("", "/") or ":memory:" in rest or "mode=memory" in rest):
+        raise StorageError(f"storage {redact_url(text)!r}: an in-memory database is private to one process; "
+                           "workers need a file (sqlite:///path.db) or a journal file path")
     return StorageConfig(url=text, **common)
 
 
@@ -169,8 +173,12 @@ def open_storage(config: StorageConfig) -> optuna.storages.BaseStorage:
     :class:`StorageError` (redacted message) when the database cannot be reached.
     """
     if config.journal_path is not None:
-        config.journal_path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(config.journal_path)))
+        try:
+            config.journal_path.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(config.journal_path)))
+        except OSError as exc:
+            raise StorageError(f"cannot open journal storage {config.journal_path}: "
+                               f"{exc.strerror or type(exc).__name__}") from None
     assert config.url is not None
     url = sqlalchemy_url(config.url)
     try:
