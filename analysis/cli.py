@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .load import AnalysisError, mask_url
+from .load import AnalysisError, check_storage, driver_url, mask_url
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -92,9 +92,14 @@ def live_command(args: argparse.Namespace) -> int:
     if "://" not in storage and not Path(storage).exists():
         print(f"error: sweep storage not found: {storage}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    try:  # a storage that cannot be read is bad input here, not a traceback from optuna-dashboard
+        check_storage(storage)
+    except AnalysisError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     from .report import live_dashboard_command
 
-    command = live_dashboard_command(storage, port=args.port)
+    command = live_dashboard_command(driver_url(storage) if "://" in storage else storage, port=args.port)
     print("running:", " ".join(mask_url(c) for c in command), f"-> http://127.0.0.1:{args.port}/", flush=True)
     try:
         return subprocess.call(command)

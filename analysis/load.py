@@ -28,8 +28,18 @@ class AnalysisError(ValueError):
 
 
 def mask_url(url: str) -> str:
-    """Hide the password in a storage URL: `postgresql://user:pass@host/db` -> `postgresql://user:***@host/db`."""
-    return _PASSWORD_IN_URL.sub(lambda m: f"{m['scheme']}{m['user']}:***@", str(url))
+    """Hide the password in a storage URL: `postgresql://user:pass@host/db` -> `postgresql://user:***@host/db`
+    (also every URL inside a longer text, and `?password=`); the one redaction of `selfish.sweep.storage`."""
+    from selfish.sweep.storage import scrub
+
+    return scrub(_PASSWORD_IN_URL.sub(lambda m: f"{m['scheme']}{m['user']}:***@", str(url)), None)
+
+
+def driver_url(url: str) -> str:
+    """`postgresql://` -> `postgresql+psycopg2://` (the installed driver), as the sweep opens it."""
+    from selfish.sweep.storage import sqlalchemy_url
+
+    return sqlalchemy_url(url)
 
 
 @dataclass
@@ -371,7 +381,7 @@ def _open_storage(storage_url: str | Path) -> Any:
 
     text = str(storage_url)
     if "://" in text:
-        return optuna.storages.RDBStorage(text, skip_table_creation=True)
+        return optuna.storages.RDBStorage(driver_url(text), skip_table_creation=True)
     path = Path(text)
     if not path.exists():
         raise AnalysisError(f"sweep storage not found: {mask_url(text)}")
@@ -395,19 +405,28 @@ def trial_density(row: Mapping[str, Any]) -> float | None:
     return None
 
 
+def check_storage(storage_url: str | Path) -> list[str]:
+    """Open a sweep storage and list its studies; `AnalysisError` (password masked) when it cannot be read."""
+    import optuna
+
+    try:
+        storage = _open_storage(storage_url)
+        return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    except AnalysisError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any driver error becomes one clear message
+        raise AnalysisError(f"cannot read sweep storage {mask_url(str(storage_url))}: "
+                            f"{mask_url(str(err)).splitlines()[0]}") from None
+
+
 def load_study(storage_url: str | Path, study_name: str | None = None) -> StudyData:
     """Read an Optuna study (any storage Optuna reads) into `StudyData`. With no `study_name`, the storage
     must hold exactly one study. Errors never show the storage password."""
     import optuna
 
     masked = mask_url(str(storage_url))
-    try:
-        storage = _open_storage(storage_url)
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
-    except AnalysisError:
-        raise
-    except Exception as err:  # noqa: BLE001 - any driver error becomes one clear message
-        raise AnalysisError(f"cannot read sweep storage {masked}: {mask_url(str(err)).splitlines()[0]}") from None
+    names = check_storage(storage_url)
+    storage = _open_storage(storage_url)
     if study_name is None:
         if len(names) != 1:
             raise AnalysisError(f"storage {masked} holds {len(names)} studies ({', '.join(names) or 'none'}); "
