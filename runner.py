@@ -23,6 +23,7 @@ import importlib
 import json
 import netrc
 import os
+import shutil
 import signal
 import sys
 import warnings
@@ -204,29 +205,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     cache_dir = resolve_cache_dir()
     mode = resolve_wandb_mode(spec.tracking.wandb.mode)
     fault_hook = fault_hook_from_env()
+    _set_threads(args)  # every check of the input before the run folder is made
     if not args.resume:
         run_dir = _new_run_dir(spec, args.run_dir)
         save_spec(spec, run_dir / "spec.yaml")
-    _set_threads(args)
     console = _console()
     sinks = build_sinks(spec, run_dir, wandb_mode=mode, console=console, quiet=args.quiet,
                         git=git_commit(REPO), run_id=run_dir.name)
     if not args.quiet:
         console.print(f"run folder: {run_dir}  (W&B {mode})")
     status = "failed"
+    watch = _StartWatch()
     previous_handler = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         extra = {"fault_hook": fault_hook} if fault_hook is not None else {}
-        result = _experiment().run(spec, run_dir=run_dir, data_dir=data_dir, cache_dir=cache_dir, sinks=sinks,
-                                   resume=bool(args.resume), **extra)
+        result = _experiment().run(spec, run_dir=run_dir, data_dir=data_dir, cache_dir=cache_dir,
+                                   sinks=[*sinks, watch], resume=bool(args.resume), **extra)
         status = str(result.get("status", "completed"))
+    except ValueError as exc:  # corpus files, device, masks...: the inputs were refused before training began
+        if watch.started:
+            raise
+        _close_all(sinks, status)
+        if not args.resume:
+            _remove_new_run_dir(run_dir)
+        source = str(args.spec or run_dir / "spec.yaml")
+        message = str(exc)
+        raise CliError(message if message.startswith(source) else f"{source}: {message}") from None
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
-        for sink in sinks:  # the loop closes them; this covers errors before or outside the loop
-            try:
-                sink.close(status)
-            except Exception:  # noqa: BLE001 - a failing sink must not hide the real error
-                pass
+        _close_all(sinks, status)  # the loop closes them; this covers errors before or outside the loop
     if status not in ("completed", "stopped"):  # always said, also with --quiet
         print(f"selfish: error: run {status}: {result.get('reason') or 'no reason given'}; the last good "
               f"checkpoint is kept in {run_dir}", file=sys.stderr)
@@ -235,6 +242,40 @@ def cmd_train(args: argparse.Namespace) -> int:
         console.print(f"{status}: best val ppl {_num(summary.get('best_val_ppl'))}, "
                       f"test ppl {_num(summary.get('test_ppl'))}; run folder {run_dir}")
     return EXIT_OK if status in ("completed", "stopped") else EXIT_FAILURE
+
+
+class _StartWatch:
+    """A sink that only notes whether training began (the `start` event was emitted)."""
+
+    def __init__(self) -> None:
+        self.started = False
+
+    def write(self, record: dict) -> None:
+        self.started = self.started or record.get("type") == "start"
+
+    def close(self, status: str) -> None:
+        pass
+
+
+def _close_all(sinks: Sequence[Any], status: str) -> None:
+    for sink in sinks:
+        try:
+            sink.close(status)
+        except Exception:  # noqa: BLE001 - a failing sink must not hide the real error
+            pass
+
+
+def _remove_new_run_dir(run_dir: Path) -> None:
+    """Delete a run folder this command created for a run that never started, and its empty parents."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    stop = Path.cwd().resolve()
+    for parent in run_dir.parents:
+        if parent == stop or stop.is_relative_to(parent):
+            break
+        try:
+            parent.rmdir()  # only when empty
+        except OSError:
+            break
 
 
 def _read_json(path: Path) -> dict:
