@@ -62,14 +62,16 @@ def versions() -> dict[str, str]:
 
 
 def build_sinks(spec: Any, run_dir: Path, *, wandb_mode: str, console: Any = None, quiet: bool = False,
-                git: str | None = None, run_id: str | None = None) -> list:
+                git: str | None = None, run_id: str | None = None, wandb_init_timeout: float = 30.0) -> list:
     """The sinks of one training run: W&B first (so its id reaches the summary), run folder, terminal.
 
-    `spec` is a `selfish.spec.Spec`; `wandb_mode` is already resolved (online/offline/disabled).
+    `spec` is a `selfish.spec.Spec`; `wandb_mode` is already resolved (online/offline/disabled);
+    `wandb_init_timeout` (seconds) bounds what an unreachable W&B server can cost at the start.
     """
     run_dir = Path(run_dir)
     config = spec.to_dict()
-    wandb_sink = WandbSink(config, spec.tracking.wandb, run_dir, name=spec.name, mode=wandb_mode)
+    wandb_sink = WandbSink(config, spec.tracking.wandb, run_dir, name=spec.name, mode=wandb_mode,
+                           init_timeout=wandb_init_timeout)
     static = {"name": spec.name, "run_id": run_id or run_dir.name, "git_commit": git, "versions": versions(),
               "wandb": wandb_sink.info()}
     return [RunFolderSink(run_dir, static), wandb_sink, TerminalSink(console, quiet=quiet, title=spec.name)]

@@ -95,6 +95,9 @@ class WandbSink:
         import wandb
 
         run_id = self.state.get("id") or secrets.token_hex(4)  # W&B ids: [a-z0-9]
+        # W&B prints its own lines (login source, retries, git warnings) from the process-wide setup, before
+        # the run's settings apply; silence them there so a W&B problem shows as this sink's one warning.
+        wandb.setup(settings=wandb.Settings(silent=True))
         wb_settings = wandb.Settings(mode=self.mode, init_timeout=init_timeout, console="off",
                                      x_disable_stats=True, silent=True)
         self.run = wandb.init(
@@ -118,7 +121,8 @@ class WandbSink:
     def _fail(self, where: str, exc: Exception) -> None:
         if not self._warned:
             self._warned = True
-            warnings.warn(f"W&B {where} failed ({type(exc).__name__}: {exc}); W&B logging is off for this run, "
+            detail = " ".join(str(exc).split())  # one line, whatever W&B put in its message
+            warnings.warn(f"W&B {where} failed ({type(exc).__name__}: {detail}); W&B logging is off for this run, "
                           "training continues (the run folder has every metric)", RuntimeWarning, stacklevel=3)
         run, self.run = self.run, None
         if run is not None and where != "finish":
@@ -126,6 +130,12 @@ class WandbSink:
                 run.finish(exit_code=1)
             except Exception:  # noqa: BLE001
                 pass
+        try:  # end this process's W&B session now: a dead service would print a traceback at exit
+            import wandb
+
+            wandb.teardown()
+        except Exception:  # noqa: BLE001 - it is already broken; the next run starts a new session
+            pass
 
     def _read_state(self) -> dict:
         try:
