@@ -118,6 +118,20 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:  # n
     return f"selfish: warning: {message}\n"
 
 
+def resolve_wandb_init_timeout(env: Mapping[str, str] = os.environ) -> float:
+    """`WANDB_INIT_TIMEOUT` (seconds, W&B's own variable), else 30: the longest a dead W&B server delays a run."""
+    value = env.get("WANDB_INIT_TIMEOUT")
+    if not value:
+        return 30.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise CliError(f"WANDB_INIT_TIMEOUT={value}: must be a positive number of seconds")
+    return seconds
+
+
 def _experiment():
     """The wiring module (imported lazily: torch is slow to import and not needed for spec errors)."""
     return importlib.import_module("selfish.experiment")
@@ -204,6 +218,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(spec)
     cache_dir = resolve_cache_dir()
     mode = resolve_wandb_mode(spec.tracking.wandb.mode)
+    init_timeout = resolve_wandb_init_timeout()
     fault_hook = fault_hook_from_env()
     _set_threads(args)  # every check of the input before the run folder is made
     if not args.resume:
@@ -211,7 +226,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         save_spec(spec, run_dir / "spec.yaml")
     console = _console()
     sinks = build_sinks(spec, run_dir, wandb_mode=mode, console=console, quiet=args.quiet,
-                        git=git_commit(REPO), run_id=run_dir.name)
+                        git=git_commit(REPO), run_id=run_dir.name, wandb_init_timeout=init_timeout)
     if not args.quiet:
         console.print(f"run folder: {run_dir}  (W&B {mode})")
     status = "failed"
@@ -235,8 +250,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous_handler)
         _close_all(sinks, status)  # the loop closes them; this covers errors before or outside the loop
     if status not in ("completed", "stopped"):  # always said, also with --quiet
-        print(f"selfish: error: run {status}: {result.get('reason') or 'no reason given'}; the last good "
-              f"checkpoint is kept in {run_dir}", file=sys.stderr)
+        last = run_dir / "last.pt"
+        kept = f"last good checkpoint: {last}" if last.is_file() else "no checkpoint (it stopped in the first epoch)"
+        print(f"selfish: error: run {status}: {result.get('reason') or 'no reason given'}; {kept}", file=sys.stderr)
     if not args.quiet:
         summary = _read_json(run_dir / "summary.json")
         console.print(f"{status}: best val ppl {_num(summary.get('best_val_ppl'))}, "
