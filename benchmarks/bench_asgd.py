@@ -23,7 +23,7 @@ def sizes(scale: Scale) -> list[tuple[str, int, int, int]]:
         return [("2x32 (tiny)", 32, 200, scale.repeats)]
     if scale.name == "quick":
         return [("2x200", 200, 10_000, scale.repeats), ("2x650", 650, 10_000, scale.repeats)]
-    return [("2x200", 200, 10_000, scale.repeats), ("2x1500", 1500, 10_000, 3)]
+    return [("2x200", 200, 10_000, scale.repeats), ("2x1500", 1500, 10_000, 2)]
 
 
 def run(scale: Scale) -> dict:
@@ -48,8 +48,8 @@ def run(scale: Scale) -> dict:
             unit="s", ratio=b_sgd / b_asgd, ratio_means="SNT-ASGD throughput / SGD throughput",
             target=f">= {TARGET}", meets_target=b_sgd / b_asgd >= TARGET, batches_per_round=batches,
             asgd_times=spread(batch["asgd"]), sgd_times=spread(batch["sgd"]),
-            asgd_pieces=median_pieces(asgd, 1 if nhid >= 1000 else 3),
-            sgd_pieces=median_pieces(sgd, 1 if nhid >= 1000 else 3),
+            asgd_pieces=median_pieces(asgd, 1 if nhid >= 1000 else 2),
+            sgd_pieces=median_pieces(sgd, 1 if nhid >= 1000 else 2),
             optimizer=type(asgd.optimizer).__name__,
         ))
         s_sgd, s_asgd = median(step["sgd"]), median(step["asgd"])

@@ -62,7 +62,7 @@ def profile_update(masking: Any, top: int = 12) -> list[dict]:
 def run(scale: Scale) -> dict:
     cases, notes, skipped = [], [], []
     nhid, vocab, label = (32, 200, "2x32 (tiny)") if scale.tiny else (1500, 10_000, "2x1500")
-    repeats = scale.repeats if scale.name != "full" else 5
+    repeats = scale.repeats if scale.name != "full" else 3
     try:
         trainer = lstm_trainer(nhid, sparse=True, batches=1, vocab=vocab, density=0.33, death_rate=0.8)
         trainer.train_epoch(1)  # one real batch so weights and optimizer state look like training

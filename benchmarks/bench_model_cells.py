@@ -26,7 +26,7 @@ def run(scale: Scale) -> dict:
         return {"cases": [], "notes": [], "skipped": [f"benchmarks.bench_models: {missing_piece(exc)}"]}
     configs = TINY_CONFIGS if scale.tiny else bench_models.PAPER_CONFIGS
     vocab = 100 if scale.tiny else 10_000
-    batches = {"full": 3, "quick": 1, "tiny": 1}[scale.name]
+    batches = {"full": 2, "quick": 1, "tiny": 1}[scale.name]
     for model_type, options in configs.items():
         try:
             tps = bench_models.fast_vs_plain(model_type, options, vocab_size=vocab, batches=batches)

@@ -44,7 +44,7 @@ def run(scale: Scale) -> dict:
             ratio=ratio, ratio_means="sparse throughput / dense throughput", target=f">= {TARGET}",
             meets_target=ratio >= TARGET, tokens_per_batch=20 * 35, batches_per_round=scale.batches,
             sparse_times=spread(batch["sparse"]), dense_times=spread(batch["dense"]),
-            sparse_pieces=median_pieces(sparse, 3), dense_pieces=median_pieces(dense, 3),
+            sparse_pieces=median_pieces(sparse, 2), dense_pieces=median_pieces(dense, 2),
             density=sparse.masking.density() if sparse.masking is not None else None,
         ))
         ds, ss = median(step["dense"]), median(step["sparse"])

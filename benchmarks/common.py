@@ -50,7 +50,7 @@ class Scale:
 
 
 SCALES = {
-    "full": dict(repeats=7, batches=2, budget_s=20.0),
+    "full": dict(repeats=5, batches=2, budget_s=6.0),
     "quick": dict(repeats=2, batches=1),
     "tiny": dict(repeats=2, batches=1),
 }
