@@ -70,13 +70,19 @@ def remove_lease(lease_dir: Path, trial_number: int, owner: str) -> None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs on this host. A zombie (killed, not yet reaped by its parent -- e.g. a worker
+    SIGKILLed while ``run_sweep`` still waits on an earlier worker) is dead: ``kill(pid, 0)`` alone says alive."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc (macOS) or it just went away
+        return True
+    return stat[stat.rindex(")") + 2 :].split(" ", 1)[0] not in ("Z", "X")
 
 
 def lease_expired(
@@ -142,11 +148,18 @@ class LeaseKeeper:
             except OSError:
                 continue  # a transient file-system error; the next renewal tries again
 
-    def stop(self) -> None:
-        """Stop renewing and drop the lease (if still ours)."""
+    def stop(self, remove: bool = True) -> None:
+        """Stop renewing; drop the lease (if still ours) unless ``remove`` is False -- then call
+        :meth:`release` once the trial's result is in the study, or a reaper could take the finished-but-
+        not-yet-told trial for dead."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if remove:
+            self.release()
+
+    def release(self) -> None:
+        """Delete the lease file if this keeper still holds it."""
         with self._lock:
             if not self.lost:
                 remove_lease(self.lease_dir, self.trial_number, self.owner)

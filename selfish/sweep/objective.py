@@ -155,6 +155,7 @@ class TrialContext:
     host: str = "localhost"
     pid: int = field(default_factory=os.getpid)
     log: Callable[[str], None] = lambda message: None
+    held_lease: LeaseKeeper | None = None  # the finished trial's lease, dropped once its result is told
 
 
 def spec_name(spec: Mapping[str, Any], base_path: Path) -> str:
@@ -337,7 +338,8 @@ def run_trial(trial: optuna.Trial, study: optuna.Study, ctx: TrialContext) -> li
         summary = ctx.run_fn(spec, **kwargs)
     finally:
         if keeper is not None:
-            keeper.stop()
+            keeper.stop(remove=False)  # the lease file stays until finish_trial has told the result
+            ctx.held_lease = keeper
         if heartbeat is not None:
             heartbeat.stop()
     if outcome.get("lease_lost"):
@@ -380,7 +382,20 @@ def _store_summary_attrs(trial: optuna.Trial, summary: Mapping[str, Any]) -> Non
 
 
 def finish_trial(study: optuna.Study, trial: optuna.Trial, ctx: TrialContext) -> TrialState | None:
-    """Run ``trial`` and tell the study its outcome; errors fail the trial (reason kept), never the worker."""
+    """Run ``trial`` and tell the study its outcome; errors fail the trial (reason kept), never the worker.
+
+    The trial's lease is dropped only after the study has its outcome: a trial without a lease whose start is
+    older than the lease TTL looks dead to the other workers.
+    """
+    try:
+        return _run_and_tell(study, trial, ctx)
+    finally:
+        if ctx.held_lease is not None:
+            ctx.held_lease.release()
+            ctx.held_lease = None
+
+
+def _run_and_tell(study: optuna.Study, trial: optuna.Trial, ctx: TrialContext) -> TrialState | None:
     try:
         values = run_trial(trial, study, ctx)
     except optuna.TrialPruned as exc:
