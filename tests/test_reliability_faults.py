@@ -95,6 +95,9 @@ def test_nan_or_inf_loss_stops_the_run_keeps_the_checkpoint_and_marks_it_diverge
     ends = [r for r in records(run_dir) if r["type"] == "end"]
     assert [e["status"] for e in ends] == ["diverged"]
     (wandb_file,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
+    deadline = time.monotonic() + 20  # the W&B service may still be writing the file
+    while b"loss became nan at epoch 2" not in wandb_file.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.1)
     data = wandb_file.read_bytes()
     assert b"diverged" in data and b"loss became nan at epoch 2" in data  # the W&B run's summary
     # the kept checkpoint is a good place to continue from, e.g. with a lower learning rate
