@@ -7,7 +7,7 @@ decoder; ``p(w) = sum_k prior_k softmax(decoder(latent_k))_w``.
 
 ``forward`` returns log-probabilities ``[L*B, V]`` as ``logits``: ``F.cross_entropy`` on them equals the
 NLL (their logsumexp is 0). They are computed stably as ``logsumexp_k(log prior_k + log_softmax_k)``
-instead of the original ``log(p + 1e-8)``, which adds ``log(1 + V·1e-8)`` (3e-4 nats at V = 33278) to
+(:class:`_MixtureLogProb`) instead of the original ``log(p + 1e-8)``, which adds ``log(1 + V·1e-8)`` (3e-4 nats at V = 33278) to
 cross-entropy and floors log-probabilities at -18.4; otherwise the two agree.
 
 DropConnect (``wdrop``, AWD ``WeightDrop`` semantics: ``F.dropout`` of the raw weight, i.e. scaled by
@@ -37,6 +37,37 @@ from torch import Tensor, nn
 
 from selfish.models.base import LMOutput, ar_tar
 from selfish.models.regularizers import LockedDropout, embedded_dropout, keep_mask
+
+
+class _MixtureLogProb(torch.autograd.Function):
+    """``log sum_k exp(log_prior_k + log_softmax(z_k))`` with a hand-written backward (fewer passes).
+
+    forward(z ``[N, K, V]`` expert logits, log_prior ``[N, K]``) -> log-probabilities ``[N, V]``; equal
+    to ``logsumexp(log_softmax(z, -1) + log_prior[..., None], dim=1)`` (max-shifted, so stable). The
+    backward uses the responsibilities ``r = exp(y - out)`` (``y`` = the summands):
+    ``dy = g r``, ``d log_prior = sum_w dy``, ``dz = dy - softmax(z) · d log_prior``. Fewer passes over
+    the ``[N, K, V]`` tensor than autograd through ``log_softmax`` + ``logsumexp`` (measured 1.15x to 1.4x
+    on the mixture alone at N = 525, K = 2, V = 33278, one thread, load 6).
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor, log_prior: Tensor) -> Tensor:
+        log_softmax = F.log_softmax(z, dim=2)  # [N, K, V]; kept for softmax(z) = exp(log_softmax)
+        shifted = log_softmax + log_prior.unsqueeze(2)  # y = log prior_k + log softmax(z_k)
+        top = shifted.amax(dim=1)  # [N, V]
+        shifted.sub_(top.unsqueeze(1)).exp_()  # exp(y - top)
+        out = shifted.sum(dim=1).log_().add_(top)
+        ctx.save_for_backward(log_softmax, shifted, out, top)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        log_softmax, shifted, out, top = ctx.saved_tensors
+        # r = exp(y - out) = exp(y - top) · exp(top - out)
+        dy = shifted * (top - out).exp_().mul_(grad).unsqueeze(1)
+        d_log_prior = dy.sum(dim=2)  # [N, K]
+        dz = log_softmax.exp().mul_(d_log_prior.unsqueeze(2))
+        return dy.sub_(dz), d_log_prior
 
 
 class _LSTMWeights(nn.Module):
@@ -141,7 +172,7 @@ class MoS(nn.Module):
             -1, self.n_experts, self.vocab_size
         )
         log_prior = F.log_softmax(self.prior(output).reshape(-1, self.n_experts), dim=-1)
-        log_prob = torch.logsumexp(F.log_softmax(expert_logits, dim=-1) + log_prior.unsqueeze(2), dim=1)
+        log_prob = _MixtureLogProb.apply(expert_logits, log_prior)
         return LMOutput(log_prob, new_hidden, raw_outputs, dropped_outputs)
 
     def init_hidden(self, batch_size: int) -> list[tuple[Tensor, Tensor]]:
