@@ -13,7 +13,8 @@ export SELFISH_DATA ?= $(abspath ../shared/data)
 .PHONY: install test test-slow test-browser lint demo bench clean dashboard dashboard-live \
         sweep-density sweep-schedule sweep-cpu \
         lstm-ptb lstm-ptb-dense rhn-ptb rhn-ptb-dense onlstm-ptb onlstm-ptb-dense mos-wt2 mos-wt2-dense \
-        baselines-ptb cpu-all cpu-lstm cpu-lstm-dense
+        onlstm-ptb-1300 baselines-ptb cpu-all cpu-lstm cpu-lstm-dense cpu-rhn cpu-rhn-dense cpu-onlstm \
+        cpu-onlstm-dense cpu-mos cpu-mos-dense
 
 install: $(STAMP)
 
@@ -69,6 +70,7 @@ lstm-ptb-dense: install ; $(SELFISH) train experiments/paper/lstm_ptb_dense.yaml
 rhn-ptb: install ; $(SELFISH) train experiments/paper/rhn_ptb.yaml
 rhn-ptb-dense: install ; $(SELFISH) train experiments/paper/rhn_ptb_dense.yaml
 onlstm-ptb: install ; $(SELFISH) train experiments/paper/onlstm_ptb_1000.yaml
+onlstm-ptb-1300: install ; $(SELFISH) train experiments/paper/onlstm_ptb_1300.yaml
 onlstm-ptb-dense: install ; $(SELFISH) train experiments/paper/onlstm_ptb_dense.yaml
 mos-wt2: install ; $(SELFISH) train experiments/paper/mos_wt2.yaml
 mos-wt2-dense: install ; $(SELFISH) train experiments/paper/mos_wt2_dense.yaml
@@ -78,6 +80,12 @@ baselines-ptb: install
 # --- CPU-scale family (2-layer 200-unit LSTM; each under an hour on 2 cores) ---------------------
 cpu-lstm: install ; $(SELFISH) train experiments/cpu/lstm_ptb.yaml
 cpu-lstm-dense: install ; $(SELFISH) train experiments/cpu/lstm_ptb_dense.yaml
+cpu-rhn: install ; $(SELFISH) train experiments/cpu/rhn_ptb.yaml
+cpu-rhn-dense: install ; $(SELFISH) train experiments/cpu/rhn_ptb_dense.yaml
+cpu-onlstm: install ; $(SELFISH) train experiments/cpu/onlstm_ptb.yaml
+cpu-onlstm-dense: install ; $(SELFISH) train experiments/cpu/onlstm_ptb_dense.yaml
+cpu-mos: install ; $(SELFISH) train experiments/cpu/mos_wt2.yaml
+cpu-mos-dense: install ; $(SELFISH) train experiments/cpu/mos_wt2_dense.yaml
 cpu-all: install
 	for s in lstm_ptb_dense lstm_ptb lstm_ptb_set lstm_ptb_rigl lstm_ptb_snfs lstm_ptb_static lstm_ptb_small_dense; do \
 	  $(SELFISH) train experiments/cpu/$$s.yaml || exit 1; done
