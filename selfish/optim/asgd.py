@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._masks import copied_state_dict, managed_params, resolve_masks, restore_exact_dtypes
+from ._masks import copied_state_dict, managed_params, refresh_float_mask, resolve_masks, restore_exact_dtypes
 from .sgd import _plain_dense_update, _plain_masked_update
 
 
@@ -76,6 +76,8 @@ class SNTASGD(torch.optim.Optimizer):
 
         Newly active elements start a new average at the next step; removed ones get sum 0 (and weight 0);
         elements active in both the old and the new mask keep their average. Same masks again: no change.
+        Per masked param: one compare (new & ~old), one `any`, three cheap passes when something grew,
+        the 0/1 cast of the mask and one multiply each of W and the sum.
         """
         resolved = resolve_masks(self, masks)
         for param in managed_params(self):
@@ -83,32 +85,38 @@ class SNTASGD(torch.optim.Optimizer):
             new, old = resolved.get(id(param)), state["mask"]
             if new is None and old is None:
                 continue
-            if new is not None and old is not None and torch.equal(new, old):
-                self._float_masks[id(param)] = new.to(dtype=param.dtype)
-                continue
             if old is None:
                 grown = None  # everything was active: nothing is newly activated
             else:
-                grown = ~old if new is None else new & ~old
+                grown = ~old if new is None else torch.gt(new, old)  # new & ~old
             if grown is not None and bool(grown.any()):
-                self._mark_activated(state, grown)
+                self._mark_activated(state, grown, self._float_masks.get(id(param)))
             if new is None:
                 state["mask"] = None
                 self._float_masks.pop(id(param), None)
             else:
-                inactive = ~new
-                state["sum"].masked_fill_(inactive, 0.0)
-                param.masked_fill_(inactive, 0.0)
+                float_mask = refresh_float_mask(self._float_masks, param, new)
+                state["sum"].mul_(float_mask)  # 0 off the old mask already: this zeroes the removed
+                param.mul_(float_mask)
                 state["mask"] = new.clone()
-                self._float_masks[id(param)] = new.to(dtype=param.dtype)
 
     @staticmethod
-    def _mark_activated(state: dict[str, Any], grown: torch.Tensor) -> None:
-        """Record that the `grown` elements become active now (their average restarts)."""
-        activated_at = state["activated_at"]
+    def _mark_activated(state: dict[str, Any], grown: torch.Tensor, scratch: torch.Tensor | None = None) -> None:
+        """Record that the `grown` elements become active now (their average restarts).
+
+        activated_at = max(activated_at, step * grown): every recorded activation is <= the current step,
+        so this sets exactly the grown elements (three fast passes; a masked_fill_ is ~4x slower on CPU).
+        `scratch` (the old float mask, about to be rewritten) holds step * grown when it has 4-byte elements.
+        """
+        activated_at, step = state["activated_at"], state["step"]
         if not isinstance(activated_at, torch.Tensor):
             activated_at = torch.full(grown.shape, activated_at, dtype=torch.int32, device=grown.device)
-        activated_at.masked_fill_(grown, state["step"])
+        if scratch is not None and scratch.element_size() == 4 and scratch.shape == grown.shape:
+            marks = scratch.view(torch.int32)
+        else:
+            marks = torch.empty_like(activated_at)
+        marks.copy_(grown.view(torch.uint8)).mul_(step)
+        torch.maximum(activated_at, marks, out=activated_at)
         state["activated_at"] = activated_at
         state["pending"] = True
 

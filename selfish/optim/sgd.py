@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._masks import copied_state_dict, managed_params, resolve_masks, restore_exact_dtypes
+from ._masks import copied_state_dict, managed_params, refresh_float_mask, resolve_masks, restore_exact_dtypes
 
 
 class SparseSGD(torch.optim.Optimizer):
@@ -43,8 +43,9 @@ class SparseSGD(torch.optim.Optimizer):
     def set_masks(self, masks: Mapping[nn.Parameter, torch.Tensor]) -> None:
         """Use `masks` (bool, same shape as the param) from now on; params absent from `masks` are dense.
 
-        Zeroes the weights and momentum outside the new masks (they are already 0 when the caller applied
-        the masks first, as `Masking` does). Calling it again with the same masks changes nothing.
+        Zeroes the weights and momentum outside the new masks (W *= M, one pass each; W and momentum are
+        already 0 outside the previous mask, so survivors and removed-then-regrown weights keep their
+        values and newly grown ones start at 0). Calling it again with the same masks changes nothing.
         """
         resolved = resolve_masks(self, masks)
         for param in managed_params(self):
@@ -55,14 +56,12 @@ class SparseSGD(torch.optim.Optimizer):
                 self._float_masks.pop(id(param), None)
                 continue
             state = self.state[param]
-            old = state.get("mask")
-            if old is None or not torch.equal(old, mask):
-                state["mask"] = mask.clone()
-                param.masked_fill_(~mask, 0.0)
-                buf = state.get("momentum_buffer")
-                if buf is not None:
-                    buf.masked_fill_(~mask, 0.0)
-            self._float_masks[id(param)] = state["mask"].to(dtype=param.dtype)
+            float_mask = refresh_float_mask(self._float_masks, param, mask)
+            state["mask"] = mask.clone()
+            param.mul_(float_mask)
+            buf = state.get("momentum_buffer")
+            if buf is not None:
+                buf.mul_(float_mask)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:

@@ -14,7 +14,16 @@ from dataclasses import dataclass
 import torch
 
 from .layout import GateBlock
-from .select import Workspace, _abs, bernoulli_select, count, fix_count, select_largest, select_smallest
+from .select import (
+    Workspace,
+    _abs,
+    bernoulli_select,
+    count,
+    drop_smallest,
+    fix_count,
+    select_largest,
+    select_smallest,
+)
 
 __all__ = [
     "DeathCriterion", "MagnitudeDeath", "MagnitudeRNNDeath", "SETDeath", "ThresholdDeath",
@@ -60,8 +69,7 @@ class MagnitudeDeath(DeathCriterion):
 
     def prune(self, weight, mask, nonzero, death_rate, blocks, generator, workspace=None):
         k = n_to_remove(death_rate, nonzero)
-        removed = select_smallest(_abs(weight.detach(), workspace), mask, k, generator, nonzero)
-        return mask ^ removed  # removed is a subset of mask
+        return drop_smallest(_abs(weight.detach(), workspace), mask, k, generator, nonzero)
 
 
 class MagnitudeRNNDeath(DeathCriterion):

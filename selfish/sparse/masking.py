@@ -108,6 +108,7 @@ class Masking:
         self.last_stats: UpdateStats | None = None
         self._optimizer: torch.optim.Optimizer | None = None
         self._workspace = Workspace()  # scratch: a float cast of the largest mask (every step), |W| (updates)
+        self._count_cache: dict[str, tuple[torch.Tensor, int, list]] = {}  # counts of unmodified masks
         self.set_optimizer(optimizer)
 
     # ------------------------------------------------------------------ optimizer
@@ -251,7 +252,9 @@ class Masking:
         Death edits the masks, growth adds positions among the zeros of the post-death mask (so
         just-removed positions are candidates), then weights and optimizer state are kept where a weight
         was active before and after: removed weights become 0, newly grown ones start at 0, removed and
-        regrown ones keep their value (spec §3.5).
+        regrown ones keep their value (spec §3.5). With a mask-aware optimizer that is its ``set_masks``
+        (W *= M_new, the same thing since it keeps W = 0 off the old mask), so the update makes no pass
+        over the weights of its own.
         """
         rate = self.death_rate
         names = list(self.masks)
@@ -283,17 +286,18 @@ class Masking:
             inputs = GrowthInputs(self.params[n], momentum[n], self._generator(n, "growth"), exact, workspace)
             grown = self.growth.grow(candidates, counts[n].candidates, regrow[n], self.blocks[n], inputs)
             new = after_death[n] | grown
-            keep = before[n] & new
-            self._multiply(self.params[n], keep, optimizer_state=not self.mask_aware)
+            if not self.mask_aware:
+                self._multiply(self.params[n], before[n] & new, optimizer_state=True)
             self.ever_active[n] |= new
             new_masks[n] = new
             pending.append(self._count_update(n, before[n], after_death[n], grown, new))
 
         workspace.release("abs")  # only the per-step "cast" buffer stays allocated between updates
-        values = torch.stack([v for group in pending for v in group]).tolist()
-        stats = self._build_stats(names, values, counts, gates_before, gates_after_death, regrow, exact, rate)
-        for n in names:
-            self.masks[n] = new_masks[n]
+        workspace.release("bool")
+        values = torch.cat(pending).tolist()
+        stats = self._build_stats(names, values, counts, gates_before, gates_after_death, regrow, exact, rate,
+                                  new_masks)
+        self.masks.update(new_masks)
         removed = sum(c.removed for c in counts.values())
         expected = sum(n_to_remove(rate, c.nonzero_before) for c in counts.values())
         self.death.end_update(removed, expected)
@@ -302,33 +306,62 @@ class Masking:
         self._push_masks()
         return stats
 
+    # ------------------------------------------------------------------ counting
+    def _remember_counts(self, key: str, mask: torch.Tensor, values: list) -> None:
+        """Cache counts of ``mask``, valid while it is the same tensor, unmodified (``_version``)."""
+        self._count_cache[key] = (mask, mask._version, values)
+
+    def _cached_counts(self, key: str, mask: torch.Tensor) -> list | None:
+        cached = self._count_cache.get(key)
+        if cached is not None and cached[0] is mask and cached[1] == mask._version:
+            return cached[2]
+        return None
+
+    def _block_counts(self, name: str, mask: torch.Tensor) -> torch.Tensor:
+        """Nonzeros per gate block of ``mask`` as a 1-d int64 tensor (no host sync)."""
+        blocks = self.blocks[name]
+        if len(blocks) == 1:
+            return count(mask).reshape(1)
+        return torch.stack([count(mask[b.start:b.stop]) for b in blocks])
+
     def _gate_counts(self, masks: Mapping[str, torch.Tensor]) -> dict[str, list[int]]:
-        """Nonzeros per gate block of every mask, with one host sync."""
-        pending = [count(m) if len(self.blocks[n]) == 1 else torch.stack(
-            [count(m[b.start:b.stop]) for b in self.blocks[n]]) for n, m in masks.items()]
-        values = torch.cat([p.reshape(-1) for p in pending]).tolist()
-        out, i = {}, 0
-        for n in masks:
-            g = len(self.blocks[n])
-            out[n] = values[i:i + g]
-            i += g
-        return out
+        """Nonzeros per gate block of every mask, with one host sync (current masks: cached from the
+        update that made them, as long as they are unmodified)."""
+        out: dict[str, list[int]] = {}
+        missing = []
+        for n, m in masks.items():
+            cached = self._cached_counts(n, m) if self.masks.get(n) is m else None
+            if cached is not None:
+                out[n] = list(cached)
+            else:
+                missing.append(n)
+        if missing:
+            values = torch.cat([self._block_counts(n, masks[n]) for n in missing]).tolist()
+            i = 0
+            for n in missing:
+                g = len(self.blocks[n])
+                out[n] = values[i:i + g]
+                i += g
+                if self.masks.get(n) is masks[n]:
+                    self._remember_counts(n, masks[n], out[n])
+        return {n: out[n] for n in masks}
 
-    def _count_update(self, name: str, before, after_death, grown, new) -> list[torch.Tensor]:
-        """0-d count tensors, gathered for one host sync: per gate (grown, grown & before), then the
-        ever-active count and, with ``check_invariants``, (new, after death & before)."""
-        out = []
-        for block in self.blocks[name]:
-            rows = slice(block.start, block.stop)
-            g = grown[rows]
-            out += [count(g), count(g & before[rows])]
-        out.append(count(self.ever_active[name]))
+    def _count_update(self, name: str, before, after_death, grown, new) -> torch.Tensor:
+        """Counts of one tensor's update as a 1-d tensor, gathered for one host sync: nonzeros of the new
+        mask per gate, regrown-just-removed (|grown & before|), the ever-active count and, with
+        ``check_invariants``, |grown| and |after death & before|. Per-gate regrowth is derived as
+        new - after death (growth adds only outside the survivors: checked with |grown|)."""
+        scratch = self._workspace.like(new, "bool")
+        out = [self._block_counts(name, new),
+               count(torch.bitwise_and(grown, before, out=scratch)).reshape(1),
+               count(self.ever_active[name]).reshape(1)]
         if self.check_invariants:
-            out += [count(new), count(after_death & before)]
-        return out
+            out += [count(grown).reshape(1), count(torch.bitwise_and(after_death, before, out=scratch)).reshape(1)]
+        return torch.cat(out)
 
-    def _build_stats(self, names, values, counts, gates_before, gates_after_death, regrow, exact, rate
-                     ) -> UpdateStats:
+    def _build_stats(self, names, values, counts, gates_before, gates_after_death, regrow, exact, rate,
+                     new_masks) -> UpdateStats:
+        """Stats from the gathered counts; also caches the counts of the new masks and ever-active sets."""
         stats = UpdateStats(update=self.update_index + 1, step=self.steps, death_rate=rate)
         entries = []
         ever_total = 0
@@ -336,19 +369,18 @@ class Masking:
         for n in names:
             blocks = self.blocks[n]
             c = counts[n]
-            grown_jr = [values[i + 2 * j: i + 2 * j + 2] for j in range(len(blocks))]
-            i += 2 * len(blocks)
-            ever = values[i]
-            i += 1
-            g = sum(v[0] for v in grown_jr)
-            jr = sum(v[1] for v in grown_jr)
+            new_per_gate = values[i:i + len(blocks)]
+            i += len(blocks)
+            jr, ever = values[i:i + 2]
+            i += 2
             ad = c.nonzero_after_death
-            a = ad + g  # growth adds only outside the survivors (checked below)
+            a = sum(new_per_gate)
+            g = a - ad  # growth adds only outside the survivors (checked below)
             if self.check_invariants:
-                new_count, after_within_before = values[i: i + 2]
+                grown_count, after_within_before = values[i: i + 2]
                 i += 2
                 _check(after_within_before == ad, f"{n}: death added positions")
-                _check(new_count == a, f"{n}: grown positions overlap the surviving ones")
+                _check(grown_count == g, f"{n}: grown positions overlap the surviving ones")
             _check(g <= c.candidates, f"{n}: grew more than the candidates")
             if exact:
                 _check(g == regrow[n], f"{n}: grew {g}, asked for exactly {regrow[n]}")
@@ -356,11 +388,13 @@ class Masking:
             stats.tensors[n] = entry
             entries.append(entry)
             ever_total += ever
+            self._remember_counts(n, new_masks[n], new_per_gate)
+            self._remember_counts(f"ever:{n}", self.ever_active[n], [ever])
             if len(blocks) > 1:
                 width = c.numel // self.params[n].shape[0]
                 stats.gates[n] = {
-                    blk.name: gate_entry(b, d, gj[0], d + gj[0], (blk.stop - blk.start) * width)
-                    for blk, b, d, gj in zip(blocks, gates_before[n], gates_after_death[n], grown_jr, strict=True)
+                    blk.name: gate_entry(b, d, na - d, na, (blk.stop - blk.start) * width)
+                    for blk, b, d, na in zip(blocks, gates_before[n], gates_after_death[n], new_per_gate, strict=True)
                 }
         stats.total = total_entry(entries, ever_total)
         return stats
@@ -368,15 +402,24 @@ class Masking:
     # ------------------------------------------------------------------ queries
     def density(self) -> float:
         """Nonzero fraction over all masked tensors."""
-        nnz = sum(int(count(m)) for m in self.masks.values())
+        nnz = sum(sum(g) for g in self._gate_counts(self.masks).values())
         numel = sum(m.numel() for m in self.masks.values())
         return nnz / numel if numel else 0.0
 
     def exploration_rate(self) -> float:
         """|ever active| / numel over all masked tensors (ITOP rate, spec §8)."""
-        ever = sum(int(count(m)) for m in self.ever_active.values())
+        ever = sum(self._ever_count(n) for n in self.ever_active)
         numel = sum(m.numel() for m in self.ever_active.values())
         return ever / numel if numel else 0.0
+
+    def _ever_count(self, name: str) -> int:
+        """|ever active| of one tensor (cached while the set is unmodified)."""
+        ever = self.ever_active[name]
+        cached = self._cached_counts(f"ever:{name}", ever)
+        if cached is None:
+            cached = [int(count(ever))]
+            self._remember_counts(f"ever:{name}", ever, cached)
+        return cached[0]
 
     def snapshot(self) -> dict[str, Any]:
         """Current densities in the stats shape (keys ``nonzero``, ``numel``, ``density``,
@@ -384,10 +427,11 @@ class Masking:
         out: dict[str, Any] = {"update": self.update_index, "step": self.steps, "death_rate": self.death_rate,
                                "total": {}, "tensors": {}, "gates": {}}
         nnz_total = numel_total = ever_total = 0
+        gate_counts = self._gate_counts(self.masks)
         for n, mask in self.masks.items():
             blocks = self.blocks[n]
-            per_gate = [int(count(mask[b.start:b.stop])) for b in blocks]
-            nnz, numel, ever = sum(per_gate), mask.numel(), int(count(self.ever_active[n]))
+            per_gate = gate_counts[n]
+            nnz, numel, ever = sum(per_gate), mask.numel(), self._ever_count(n)
             out["tensors"][n] = {"nonzero": nnz, "numel": numel, "density": nnz / numel,
                                  "exploration_rate": ever / numel}
             if len(blocks) > 1:

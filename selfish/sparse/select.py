@@ -20,6 +20,7 @@ __all__ = [
     "count",
     "kth_smallest",
     "select_smallest",
+    "drop_smallest",
     "select_largest",
     "bernoulli_select",
     "sample_from",
@@ -98,12 +99,14 @@ def kth_smallest(values: torch.Tensor, candidates: torch.Tensor, k: int, n_candi
 
 
 def _kth_and_rank(values: torch.Tensor, candidates: torch.Tensor, k: int, n_candidates: int
-                  ) -> tuple[torch.Tensor, int]:
-    """(t, n) with t the k-th smallest of ``values[candidates]`` and n = #candidates with value <= t.
+                  ) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+    """(t, n, ties) with t the k-th smallest of ``values[candidates]``, n = #candidates with value <= t and
+    ``ties`` the sorted flat indices of the candidates equal to t (None when not at hand).
 
     Brackets the quantile from a strided sample of about 65k elements, then runs ``kthvalue`` only on
     the candidates inside the bracket (a few percent of them); falls back to the full ``kthvalue`` when
-    the bracket misses. ``1 <= k <= n_candidates`` (= ``count(candidates)``).
+    the bracket misses. Six passes over the tensor (two compares, two ands, one xor, one nonzero) plus
+    two counts; the ties come from the bracket for free. ``1 <= k <= n_candidates`` (= ``count(candidates)``).
     """
     v, c = _flat(values), _flat(candidates)
     numel = v.numel()
@@ -118,22 +121,40 @@ def _kth_and_rank(values: torch.Tensor, candidates: torch.Tensor, k: int, n_cand
             i_lo, i_hi = math.floor((q - delta) * m), math.ceil((q + delta) * m)
             lo = sample[i_lo] if i_lo >= 0 else None
             hi = sample[i_hi] if i_hi < m else None
-            at_most_hi = c if hi is None else c & (v <= hi)
-            if lo is None:
-                n_below, inside = 0, at_most_hi
-                n_inside = int(count(inside))
-            else:
-                below = c & (v < lo)  # subset of at_most_hi since lo <= hi
+            inside = c.clone() if hi is None else torch.le(v, hi).bitwise_and_(c)
+            n_at_most_hi = n_candidates if hi is None else int(count(inside))
+            n_below = 0
+            if lo is not None:
+                below = torch.lt(v, lo).bitwise_and_(c)  # subset of inside since lo <= hi
                 n_below = int(count(below))
-                n_inside = int(count(at_most_hi)) - n_below
-                inside = at_most_hi ^ below
-            if n_below < k <= n_below + n_inside:
-                bracket = v[inside]
+                inside.bitwise_xor_(below)
+            if n_below < k <= n_at_most_hi:
+                index = torch.nonzero(inside).squeeze(1)
+                bracket = v[index]
                 t = torch.kthvalue(bracket, k - n_below).values
-                return t, n_below + int(count(bracket <= t))
+                at_most_t = bracket <= t
+                return t, n_below + int(count(at_most_t)), index[bracket == t]
     active = v[c]
     t = torch.kthvalue(active, k).values
-    return t, int(count(active <= t))
+    return t, int(count(active <= t)), None
+
+
+def _surplus_ties(values: torch.Tensor, candidates: torch.Tensor, t: torch.Tensor, ties: torch.Tensor | None,
+                  surplus: int, generator: torch.Generator) -> torch.Tensor:
+    """``surplus`` positions drawn uniformly from the candidates equal to ``t``: flat indices when the
+    ties are at hand and few (the same draw ``sample_from`` makes on such a pool), else a bool tensor."""
+    if ties is not None and ties.numel() <= (1 << 16):
+        order = torch.randperm(ties.numel(), generator=generator, device=ties.device)
+        return ties[order[:surplus]]
+    return sample_from(candidates & (values == t), surplus, generator)
+
+
+def _set(mask: torch.Tensor, positions: torch.Tensor, value: bool) -> torch.Tensor:
+    """``mask`` with ``positions`` (flat indices or a bool tensor like ``mask``) set to ``value``."""
+    if positions.dtype == torch.bool:
+        return mask | positions if value else mask & ~positions
+    mask.view(-1)[positions] = value
+    return mask
 
 
 def select_smallest(
@@ -150,13 +171,32 @@ def select_smallest(
         return torch.zeros_like(candidates)
     if k == n:
         return candidates.clone()
-    t, n_at_most_t = _kth_and_rank(values, candidates, k, n)
-    chosen = candidates & (values <= t)
+    t, n_at_most_t, ties = _kth_and_rank(values, candidates, k, n)
+    chosen = torch.le(values, t).bitwise_and_(candidates).view(candidates.shape)
     surplus = n_at_most_t - k
     if surplus > 0:  # ties at t: drop `surplus` of them at random
-        ties = candidates & (values == t)
-        chosen &= ~sample_from(ties, surplus, generator)
+        chosen = _set(chosen, _surplus_ties(values, candidates, t, ties, surplus, generator), False)
     return chosen
+
+
+def drop_smallest(
+    values: torch.Tensor, candidates: torch.Tensor, k: int, generator: torch.Generator,
+    n_candidates: int | None = None,
+) -> torch.Tensor:
+    """``candidates`` without the ``k`` positions ``select_smallest`` would choose (same draws, same
+    result as ``candidates ^ select_smallest(...)``, one pass less)."""
+    n = int(count(candidates)) if n_candidates is None else n_candidates
+    k = max(0, min(int(k), n))
+    if k == 0:
+        return candidates.clone()
+    if k == n:
+        return torch.zeros_like(candidates)
+    t, n_at_most_t, ties = _kth_and_rank(values, candidates, k, n)
+    kept = torch.gt(values, t).bitwise_and_(candidates).view(candidates.shape)
+    surplus = n_at_most_t - k
+    if surplus > 0:  # ties at t: `surplus` of them stay
+        kept = _set(kept, _surplus_ties(values, candidates, t, ties, surplus, generator), True)
+    return kept
 
 
 def select_largest(
