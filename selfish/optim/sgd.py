@@ -154,10 +154,33 @@ def _plain_masked_update(
 def _plain_dense_update(
     dense: list[tuple[torch.Tensor, torch.Tensor]], lr: float, weight_decay: float
 ) -> None:
-    """Torch SGD without momentum: W <- W - lr·(g + wd·W)."""
+    """Torch SGD without momentum: W <- W - lr·(g + wd·W), one pass and no temporary.
+
+    With weight decay this is torch's fused SGD kernel (`torch._fused_sgd_`, the same arithmetic as the
+    foreach path, which allocates g + wd·W for every parameter at every step); where the kernel is not
+    available (device or dtype), the foreach path.
+    """
     if not dense:
         return
     params, grads = (list(x) for x in zip(*dense, strict=True))
-    if weight_decay != 0.0:
-        grads = torch._foreach_add(grads, params, alpha=weight_decay)
+    if weight_decay == 0.0:
+        torch._foreach_add_(params, grads, alpha=-lr)
+        return
+    if _fused_sgd_applies(params, grads):
+        torch._fused_sgd_(params, grads, [], weight_decay=weight_decay, momentum=0.0, lr=lr, dampening=0.0,
+                          nesterov=False, maximize=False, is_first_step=False)
+        return
+    grads = torch._foreach_add(grads, params, alpha=weight_decay)
     torch._foreach_add_(params, grads, alpha=-lr)
+
+
+_FUSED_DEVICES = ("cpu", "cuda")
+_FUSED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def _fused_sgd_applies(params: list[torch.Tensor], grads: list[torch.Tensor]) -> bool:
+    """True if `torch._fused_sgd_` takes these tensors: one device (CPU or CUDA), one floating dtype."""
+    first = params[0]
+    if not hasattr(torch, "_fused_sgd_") or first.device.type not in _FUSED_DEVICES or first.dtype not in _FUSED_DTYPES:
+        return False
+    return all(t.device == first.device and t.dtype == first.dtype for t in params + grads)
