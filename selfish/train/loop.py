@@ -15,7 +15,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -410,7 +410,6 @@ class Trainer:
 
     def state_dict(self) -> dict:
         """Everything a bit-identical resume needs (plain containers and tensors only)."""
-        st = self.state
         return {
             "format": ckpt.FORMAT,
             "spec": self.spec,
@@ -419,15 +418,7 @@ class Trainer:
             "optimizer": {"kind": type(self.optimizer).__name__, "state": self.optimizer.state_dict()},
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "trigger": self.trigger.state_dict(),
-            "loop": {
-                "epoch": st.epoch,
-                "step": st.step,
-                "phase": st.phase,
-                "lr": st.lr,
-                "best_val_loss": st.best_val_loss,
-                "best_epoch": st.best_epoch,
-                "history": st.history,
-            },
+            "loop": asdict(self.state),
             "rng": ckpt.rng_state(),
         }
 
@@ -446,15 +437,7 @@ class Trainer:
             self.scheduler = build_plateau_scheduler(self.optimizer)
             self.scheduler.load_state_dict(state["scheduler"])
         self.trigger.load_state_dict(state["trigger"])
-        self.state = LoopState(
-            epoch=loop["epoch"],
-            step=loop["step"],
-            phase=loop["phase"],
-            lr=loop["lr"],
-            best_val_loss=loop["best_val_loss"],
-            best_epoch=loop["best_epoch"],
-            history=list(loop["history"]),
-        )
+        self.state = LoopState(**{**loop, "history": list(loop["history"])})
         ckpt.set_rng_state(state["rng"])
 
     def _save_last(self) -> None:
