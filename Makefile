@@ -7,8 +7,13 @@ BIN := $(VENV)/bin
 PYTHON := $(BIN)/python
 STAMP := $(VENV)/.installed
 SELFISH := $(PYTHON) runner.py
-# Where the corpora live here (SELFISH_DATA wins when set by the user).
-export SELFISH_DATA ?= $(abspath ../shared/data)
+# Where the corpora live: the user's SELFISH_DATA when set; else ../shared/data when it exists (this
+# repository's CI); else unset, and the corpora are downloaded into the cache on first use.
+ifeq ($(origin SELFISH_DATA),undefined)
+ifneq ($(wildcard ../shared/data/penn/train.txt),)
+export SELFISH_DATA := $(abspath ../shared/data)
+endif
+endif
 
 .PHONY: install test test-slow test-browser lint demo bench clean dashboard dashboard-live \
         sweep-density sweep-schedule sweep-cpu \
