@@ -8,6 +8,7 @@ environment.
 from __future__ import annotations
 
 import inspect
+import math
 import platform
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -269,8 +270,6 @@ def evaluate(
     val_loss = trainer.evaluate(trainer.val_data, s.eval_batch_size)
     test_loss = trainer.evaluate(trainer.test_data, s.test_batch_size)
     nonzero = sum(int((p != 0).sum()) for n, p in trainer.model.named_parameters() if p.dim() >= 2)
-    import math
-
     return {
         "checkpoint": str(checkpoint),
         "val_loss": val_loss,
