@@ -260,7 +260,11 @@ def evaluate(
     trainer = build(spec, data_dir=data_dir, cache_dir=cache_dir, corpus=corpus, device=device)
     state = ckpt.load(Path(checkpoint))
     weights = _original_state_dict(state)
-    missing, unexpected = trainer.model.load_state_dict(weights, strict=False)
+    try:
+        missing, unexpected = trainer.model.load_state_dict(weights, strict=False)
+    except RuntimeError as exc:  # shape mismatches: a checkpoint of another model size
+        detail = " ".join(str(exc).split("\n", 1)[-1].split())
+        raise ckpt.CheckpointError(f"{checkpoint}: does not fit the spec's model ({detail})") from None
     if missing or unexpected:
         raise ckpt.CheckpointError(
             f"{checkpoint}: parameters do not match the spec's model "
