@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from selfish.models import RHN, build_model
+from tests.model_training import losses_on_repeated_batch
 
 
 def _tiny(**kw) -> RHN:
@@ -134,14 +135,5 @@ def test_paper_rhn_parameter_count():
 def test_loss_decreases_on_repeated_corpus(fast: bool):
     torch.manual_seed(0)
     model = RHN(20, 16, 16, recurrence_depth=2, dropout=0, dropouth=0, dropouti=0, dropoute=0, fast=fast)
-    data = torch.randint(0, 20, (9, 4))
-    inputs, targets = data[:-1], data[1:].reshape(-1)
-    opt = torch.optim.Adam(model.parameters(), lr=0.03)
-    losses = []
-    for _ in range(20):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(inputs, model.init_hidden(4)).logits, targets)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = losses_on_repeated_batch(model)
     assert losses[-1] < 0.8 * losses[0]
