@@ -6,11 +6,11 @@ import torch
 import torch.nn.functional as F
 
 
-def losses_on_repeated_batch(model, vocab: int = 20, steps: int = 20) -> list[float]:
-    """Train ``model`` for ``steps`` Adam steps (lr 0.03) on one random [9, 4] token batch; return losses."""
+def losses_on_repeated_batch(model, vocab: int = 20, steps: int = 20, lr: float = 0.03) -> list[float]:
+    """Train ``model`` for ``steps`` Adam steps at ``lr`` on one random [9, 4] token batch; return losses."""
     data = torch.randint(0, vocab, (9, 4))
     inputs, targets = data[:-1], data[1:].reshape(-1)
-    opt = torch.optim.Adam(model.parameters(), lr=0.03)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     losses = []
     for _ in range(steps):
         opt.zero_grad()

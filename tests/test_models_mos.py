@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from selfish.models import MoS, build_model
+from tests.model_training import losses_on_repeated_batch
 
 
 def _tiny(**kw) -> MoS:
@@ -136,16 +137,7 @@ def test_loss_decreases_on_repeated_corpus():
         dropoutl=0,
         wdrop=0,
     )
-    data = torch.randint(0, 20, (9, 4))
-    inputs, targets = data[:-1], data[1:].reshape(-1)
-    opt = torch.optim.Adam(model.parameters(), lr=0.1)
-    losses = []
-    for _ in range(20):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(inputs, model.init_hidden(4)).logits, targets)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = losses_on_repeated_batch(model, lr=0.1)
     assert losses[-1] < 0.8 * losses[0]
 
 

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from selfish.models import ONLSTM, build_model, repackage_hidden
 from selfish.models.onlstm import onlstm_update
+from tests.model_training import losses_on_repeated_batch
 
 
 def _tiny(**kw) -> ONLSTM:
@@ -161,14 +162,5 @@ def test_loss_decreases_on_repeated_corpus(fast: bool):
     model = ONLSTM(
         20, 16, 16, nlayers=2, chunk_size=4, dropout=0, dropouth=0, dropouti=0, dropoute=0, wdrop=0, fast=fast
     )
-    data = torch.randint(0, 20, (9, 4))
-    inputs, targets = data[:-1], data[1:].reshape(-1)
-    opt = torch.optim.Adam(model.parameters(), lr=0.1)
-    losses = []
-    for _ in range(20):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(inputs, model.init_hidden(4)).logits, targets)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = losses_on_repeated_batch(model, lr=0.1)
     assert losses[-1] < 0.8 * losses[0]
