@@ -2,14 +2,16 @@
 
 Issue 2 budget: sparse training costs at most 2% more time per batch than dense, i.e. sparse throughput
 >= 0.98x dense. Batch 20, bptt 35, vocab 10000, 2x200 and 2x650 LSTM (tiny scale: toy sizes). The two
-trainers are built from the same seed and alternate round by round. The optimizer step alone (same
+trainers are built from the same seed and alternate round by round; the ratio is the median of the
+per-round ratios (with a 95% bootstrap interval), since a 2% budget is well inside the round-to-round
+spread of a shared machine. The optimizer step alone (same
 gradients as left by the last batch) is timed too, sparse against dense, and the per-piece times of a
 batch are recorded for diagnosis.
 """
 
 from __future__ import annotations
 
-from benchmarks.common import Scale, case, interleaved, median, missing_piece, spread
+from benchmarks.common import Scale, case, interleaved, median, missing_piece, paired_ratio, spread
 from benchmarks.trainers import batch_unit, lstm_trainer, median_pieces, step_unit
 
 NAME = "training"
@@ -34,15 +36,16 @@ def run(scale: Scale) -> dict:
             skipped.append(f"{label}: {missing_piece(exc)}")
             continue
         batch = interleaved({"dense": batch_unit(dense, scale.batches), "sparse": batch_unit(sparse, scale.batches)},
-                            repeats=scale.repeats, budget_s=scale.budget_s)
+                            repeats=scale.repeats, budget_s=scale.budget_s and 4 * scale.budget_s, max_repeats=60)
         step = interleaved({"dense": step_unit(dense), "sparse": step_unit(sparse)}, repeats=max(9, scale.repeats),
                            budget_s=scale.budget_s and scale.budget_s / 4)
         d, s = median(batch["dense"]), median(batch["sparse"])
-        ratio = d / s
+        paired = paired_ratio(batch["dense"], batch["sparse"])
+        ratio = paired["median"]
         cases.append(case(
             f"{label} batch", "seconds per batch (fwd+loss+bwd+clip+step)", value=s, baseline=d, unit="s",
-            ratio=ratio, ratio_means="sparse throughput / dense throughput", target=f">= {TARGET}",
-            meets_target=ratio >= TARGET, tokens_per_batch=20 * 35, batches_per_round=scale.batches,
+            ratio=ratio, ratio_means="sparse throughput / dense throughput (median of per-round ratios)",
+            target=f">= {TARGET}", meets_target=ratio >= TARGET, ratio_ci95=paired["ci95"], tokens_per_batch=20 * 35, batches_per_round=scale.batches,
             sparse_times=spread(batch["sparse"]), dense_times=spread(batch["dense"]),
             sparse_pieces=median_pieces(sparse, 2), dense_pieces=median_pieces(dense, 2),
             density=sparse.masking.density() if sparse.masking is not None else None,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.common import case, interleaved, make_scale, markdown_table, regenerate_readme
+from benchmarks.common import case, interleaved, make_scale, markdown_table, paired_ratio, regenerate_readme
 from benchmarks.run import BENCHMARKS, main, run_benchmark
 
 CASE_FIELDS = {"case", "metric", "value", "baseline", "unit", "ratio", "ratio_means", "target", "meets_target",
@@ -112,3 +112,23 @@ def test_registry_names_match_modules() -> None:
 def test_interleaved_budget_adds_rounds_for_cheap_cases() -> None:
     times = interleaved({"a": lambda: 0.0, "b": lambda: 0.0}, repeats=2, budget_s=10.0, max_repeats=5)
     assert len(times["a"]) == len(times["b"]) == 5
+
+
+def test_paired_ratio_cancels_a_shared_drift_and_brackets_the_median() -> None:
+    # Load doubles half-way through: the ratio of medians is thrown off, the paired ratios are not.
+    base = [1.0] * 5 + [2.0] * 6
+    dense = [b * 0.99 for b in base]
+    sparse = list(base)
+    paired = paired_ratio(dense, sparse)
+    assert paired["median"] == pytest.approx(0.99)
+    assert paired["ci95"][0] <= paired["median"] <= paired["ci95"][1]
+    assert paired["n"] == 11
+    noisy = paired_ratio([1.0, 1.2, 0.9, 1.1], [1.0, 1.0, 1.0, 1.0])
+    assert noisy["ci95"][0] < noisy["ci95"][1]
+    assert paired_ratio([1.0, 1.2, 0.9, 1.1], [1.0, 1.0, 1.0, 1.0]) == noisy  # seeded: reproducible
+
+
+def test_markdown_table_shows_the_paired_interval() -> None:
+    row = case("x", "s", value=1.0, baseline=1.0, unit="s", ratio=0.99, ratio_means="r", ratio_ci95=[0.97, 1.01])
+    table = markdown_table({"name": "n", "title": "t", "cases": [row]})
+    assert "0.990 [0.970, 1.010]" in table
