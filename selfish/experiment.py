@@ -92,6 +92,7 @@ def train_settings(cfg: dict) -> TrainSettings:
         log_interval=train["log_interval"],
         max_steps_per_epoch=train.get("max_steps_per_epoch"),
         checkpoint=train.get("checkpoint", True),
+        precision=train.get("precision", "fp32"),
         seed=cfg["seed"],
     )
 

@@ -304,6 +304,9 @@ class TrainSpec(_Section):
     max_steps_per_epoch: int | None = None
     log_interval: int = 200
     checkpoint: bool = True
+    # Forward-pass precision: "fp32" (the paper), or "bf16" = torch.autocast to bfloat16 for the forward
+    # passes of training and evaluation (weights, gradients, masks and optimizer state stay fp32).
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     @model_validator(mode="after")
     def _check(self) -> TrainSpec:

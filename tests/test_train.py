@@ -267,3 +267,16 @@ def test_corrupt_last_checkpoint_falls_back_to_previous(tmp_path):
     state, used, problems = ckpt.load_latest(tmp_path / "last.pt")
     assert used.name == "last.prev.pt" and state["loop"]["epoch"] == 2
     assert problems and "last.pt" in problems[0]
+
+
+def test_snfs_keeps_the_overall_density_through_updates(tmp_path):
+    # Momentum growth + momentum redistribution with momentum SGD (the SNFS baseline): the decoder's
+    # momentum dominates the scores, so its share is capped; the total must stay at the target.
+    cfg = tiny_cfg(**{"train": {"epochs": 4, "max_steps_per_epoch": None, "log_interval": 20, "checkpoint": False}})
+    cfg["sparse"].update(growth="momentum", redistribution="momentum", density=0.33, death_rate=0.8)
+    cfg["optim"].update(momentum=0.9, asgd=False, lr=0.5)
+    sink = ListSink()
+    build(cfg, tmp_path, sinks=[sink]).run()
+    densities = [r["density"] for r in sink.of("epoch")]
+    assert len(densities) == 4
+    assert all(abs(d - 0.33) < 0.01 for d in densities), densities

@@ -13,12 +13,17 @@ import torch
 from torch import Tensor
 
 
+def autocast_matmul_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast would run matmuls in on ``device_type`` (e.g. bfloat16), or None when it is off."""
+    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+
+
 class _WeightGradCollector(torch.autograd.Function):
     """Identity on the weight; its backward forms the weight gradient from the steps' records."""
 
     @staticmethod
     def forward(ctx, weight: Tensor, records: list[tuple[Tensor, Tensor]]) -> Tensor:
-        ctx.records = records
+        ctx.records, ctx.weight_dtype = records, weight.dtype
         ctx.set_materialize_grads(False)
         return weight.view_as(weight)
 
@@ -30,42 +35,51 @@ class _WeightGradCollector(torch.autograd.Function):
         grads = torch.cat([g for g, _ in records])
         inputs = torch.cat([h for _, h in records])
         records.clear()
-        weight_grad = grads.t() @ inputs
+        weight_grad = (grads.t() @ inputs).to(ctx.weight_dtype)
         if grad is not None:
             weight_grad = weight_grad + grad
         return weight_grad, None
 
 
 class _RecordedMatmul(torch.autograd.Function):
-    """``h @ W^T`` whose backward returns only the input gradient and records ``(g, h)`` for ``W``."""
+    """``h @ W^T`` whose backward returns only the input gradient and records ``(g, h)`` for ``W``.
+
+    ``matmul_weight`` is ``weight`` itself, or its copy in the autocast dtype (cast once per forward call);
+    the product and both backward matmuls run in its dtype, as autocast would run them.
+    """
 
     @staticmethod
-    def forward(ctx, h: Tensor, weight: Tensor, records: list[tuple[Tensor, Tensor]]) -> Tensor:
-        ctx.save_for_backward(h, weight)
-        ctx.records = records
-        return h @ weight.t()
+    def forward(ctx, h: Tensor, weight: Tensor, records: list[tuple[Tensor, Tensor]], matmul_weight: Tensor):
+        h_mm = h.to(matmul_weight.dtype)
+        ctx.save_for_backward(h_mm, matmul_weight)
+        ctx.records, ctx.h_dtype = records, h.dtype
+        return h_mm @ matmul_weight.t()
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         h, weight = ctx.saved_tensors
+        grad = grad.to(weight.dtype)
         if ctx.needs_input_grad[1]:
             ctx.records.append((grad, h))
-        grad_h = grad @ weight if ctx.needs_input_grad[0] else None
-        return grad_h, None, None
+        grad_h = (grad @ weight).to(ctx.h_dtype) if ctx.needs_input_grad[0] else None
+        return grad_h, None, None, None
 
 
 class TimeBatchedLinear:
     """``step(h) = h @ weight^T`` for many steps of one forward call, with one batched weight gradient.
 
     Create one per forward call (``TimeBatchedLinear(weight)``), call ``step(h [B, H]) -> [B, G]`` at each
-    time step. ``weight`` ``[G, H]`` may be a non-leaf (e.g. a DropConnect-masked weight).
+    time step. ``weight`` ``[G, H]`` may be a non-leaf (e.g. a DropConnect-masked weight). Under autocast
+    the matmuls run in the autocast dtype on one cast copy of the weight.
     """
 
     def __init__(self, weight: Tensor) -> None:
         self._records: list[tuple[Tensor, Tensor]] = []
         self._weight = _WeightGradCollector.apply(weight, self._records) if weight.requires_grad else weight
+        matmul_dtype = autocast_matmul_dtype(weight.device.type)
+        self._matmul_weight = weight.detach() if matmul_dtype is None else weight.detach().to(matmul_dtype)
 
     def step(self, h: Tensor) -> Tensor:
         if not (self._weight.requires_grad and torch.is_grad_enabled()):
             return h @ self._weight.t()
-        return _RecordedMatmul.apply(h, self._weight, self._records)
+        return _RecordedMatmul.apply(h, self._weight, self._records, self._matmul_weight)

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from selfish.models.base import LMOutput, zero_regularizer
+from selfish.models.recurrent import autocast_matmul_dtype
 from selfish.models.regularizers import LockedDropout, embedded_dropout, keep_mask
 
 
@@ -62,16 +63,24 @@ class HighwayBlock(nn.Module):
 class _HighwayRecurrence(torch.autograd.Function):
     """The RHN time loop with a hand-written backward (see module docstring).
 
-    forward(wx ``[L, B, G·H]``, s0 ``[B, H]``, mask ``[B, H]`` or None, couple, w_1, b_1, ..., w_D, b_D)
+    forward(wx ``[L, B, G·H]``, s0 ``[B, H]``, mask ``[B, H]`` or None, couple, matmul_dtype, w_1, b_1, ...)
     -> (outputs ``[L, B, H]``, s_L ``[B, H]``); ``w_l`` ``[G·H, H]``, ``b_l`` ``[G·H]``, G = 2 (H, T)
     when coupled, 3 (H, T, C) otherwise; ``wx`` already holds ``W x_t + b_W`` for every step.
+    ``matmul_dtype`` (None, or the autocast dtype, e.g. bfloat16) is the dtype of the matmuls only.
     Micro-step ``k = t·D + l`` reads state ``states[k]`` and writes ``states[k + 1]``; the coupled
     update is written ``s + t (h - s)`` (= ``h t + s (1 - t)``) to save elementwise ops.
     """
 
     @staticmethod
-    def forward(ctx, wx: Tensor, s0: Tensor, mask: Tensor | None, couple: bool, *params: Tensor):
+    def forward(
+        ctx, wx: Tensor, s0: Tensor, mask: Tensor | None, couple: bool, matmul_dtype: torch.dtype | None,
+        *params: Tensor,
+    ):
         weights, biases = params[0::2], params[1::2]
+        # Under autocast the matmuls run in `matmul_dtype` on copies of the weights cast once per call
+        # (a per-step cast would re-read every weight at every micro-step); the state stays in s0's dtype.
+        mm_weights = weights if matmul_dtype is None else [w.to(matmul_dtype) for w in weights]
+        wx_dtype, wx = wx.dtype, wx.to(s0.dtype)
         steps, batch, _ = wx.shape
         hidden, depth = s0.shape[1], len(weights)
         states = wx.new_empty((steps * depth + 1, batch, hidden))
@@ -86,7 +95,7 @@ class _HighwayRecurrence(torch.autograd.Function):
                 s = states[k]
                 sm = s if mask is None else s * mask
                 bias = first_input[step] if layer == 0 else biases[layer]
-                pre = torch.addmm(bias, sm, weights[layer].t())
+                pre = _linear(bias, sm, mm_weights[layer], matmul_dtype)
                 h = torch.tanh(pre[:, :hidden], out=hs[k])
                 t = torch.sigmoid(pre[:, hidden : 2 * hidden], out=ts[k])
                 if couple:
@@ -94,15 +103,15 @@ class _HighwayRecurrence(torch.autograd.Function):
                 else:
                     c = torch.sigmoid(pre[:, 2 * hidden :], out=cs[k])
                     torch.addcmul(h * t, s, c, out=states[k + 1])
-        ctx.couple = couple
-        ctx.save_for_backward(mask, states, hs, ts, cs, *weights)
+        ctx.couple, ctx.matmul_dtype, ctx.wx_dtype = couple, matmul_dtype, wx_dtype
+        ctx.save_for_backward(mask, states, hs, ts, cs, *mm_weights)
         outputs = states[depth::depth].clone()
         return outputs, states[-1].clone()
 
     @staticmethod
     def backward(ctx, grad_outputs: Tensor | None, grad_s: Tensor | None):
         mask, states, hs, ts, cs, *weights = ctx.saved_tensors
-        couple = ctx.couple
+        couple, matmul_dtype = ctx.couple, ctx.matmul_dtype
         depth = len(weights)
         micro_steps, batch, hidden = hs.shape
         steps = micro_steps // depth
@@ -129,7 +138,7 @@ class _HighwayRecurrence(torch.autograd.Function):
                     dc = ds * s * c
                     torch.addcmul(dc, dc, c, value=-1, out=dpre[:, 2 * hidden :])
                     ds_prev = ds * c
-                through_r = dpre @ weights[layer]
+                through_r = _matmul(dpre, weights[layer], matmul_dtype)
                 ds = ds_prev + through_r if mask is None else torch.addcmul(ds_prev, through_r, mask)
         param_grads: list[Tensor | None] = []
         dpre_steps = dpre_all.view(steps, depth, batch, gates)
@@ -137,10 +146,24 @@ class _HighwayRecurrence(torch.autograd.Function):
             inputs = states[layer:micro_steps:depth]  # [L, B, H], the state micro-layer `layer` read
             sm = inputs if mask is None else inputs * mask
             dpre = dpre_steps[:, layer].reshape(-1, gates)
-            param_grads.append(dpre.t() @ sm.reshape(-1, hidden))
+            param_grads.append(_matmul(dpre.t(), sm.reshape(-1, hidden), matmul_dtype))
             param_grads.append(dpre.sum(0))
         # b_R1 was folded into the hoisted first-layer input: its gradient is the sum of dpre over steps.
-        return (dpre_steps[:, 0], ds, None, None, *param_grads)
+        return (dpre_steps[:, 0].to(ctx.wx_dtype), ds, None, None, None, *param_grads)
+
+
+def _linear(bias: Tensor, x: Tensor, weight: Tensor, matmul_dtype: torch.dtype | None) -> Tensor:
+    """``bias + x @ weight.T`` in x's dtype; the product in ``matmul_dtype`` when given (weight already cast)."""
+    if matmul_dtype is None:
+        return torch.addmm(bias, x, weight.t())
+    return torch.mm(x.to(matmul_dtype), weight.t()).to(x.dtype).add_(bias)
+
+
+def _matmul(a: Tensor, b: Tensor, matmul_dtype: torch.dtype | None) -> Tensor:
+    """``a @ b`` in a's dtype; computed in ``matmul_dtype`` when given."""
+    if matmul_dtype is None:
+        return a @ b
+    return (a.to(matmul_dtype) @ b.to(matmul_dtype)).to(a.dtype)
 
 
 class RecurrentHighway(nn.Module):
@@ -177,7 +200,10 @@ class RecurrentHighway(nn.Module):
             params = []
             for b in self.highways:
                 params += [torch.cat([b.R.weight, b.R_C.weight]), torch.cat([b.R.bias, b.R_C.bias])]
-        return _HighwayRecurrence.apply(wx, s, mask, self.couple, *params)
+        device_type = inputs.device.type
+        matmul_dtype = autocast_matmul_dtype(device_type)
+        with torch.autocast(device_type, enabled=False):  # the Function casts for itself
+            return _HighwayRecurrence.apply(wx, s, mask, self.couple, matmul_dtype, *params)
 
 
 class RHN(nn.Module):

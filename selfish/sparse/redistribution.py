@@ -64,7 +64,8 @@ class ProportionalRedistribution(Redistribution):
     """``magnitude`` | ``nonzeros`` | ``momentum`` (Sparse Momentum): regrowth is shared across tensors
     in proportion to a score s_l taken before death -- mean |W| over active weights, the count of
     |W| > 1e-3, or mean |momentum| over active weights. regrow_l = ceil(share_l (sum removed + a)),
-    capped at 0.99 x candidates_l with the excess spread evenly over uncapped tensors (<= 1000 passes).
+    capped at 0.99 x candidates_l with the excess spread evenly over the tensors (<= 1000 passes, see
+    :func:`_cap_and_spread`).
     a is the smoothed residual a <- 0.25 a + 0.75 r + mean(all r so far), r = baseline - nonzero after
     the update, summed over tensors (as in the original)."""
 
@@ -88,25 +89,8 @@ class ProportionalRedistribution(Redistribution):
         n = len(counts)
         shares = {k: (scores[k] / total_score if total_score > 0 else 1.0 / n) for k in counts}
         budget = sum(c.removed for c in counts.values()) + self.adjusted_growth
-        wanted = {k: math.ceil(shares[k] * budget) if budget > 0 else 0 for k in counts}
-        caps = {k: 0.99 * c.candidates for k, c in counts.items()}
-        result = dict(wanted)
-        extra = 0.0
-        for _ in range(1000):
-            excess = 0.0
-            open_names = []
-            for k in counts:
-                value = wanted[k] + extra
-                if value > caps[k]:
-                    excess += value - caps[k]
-                    result[k] = caps[k]
-                else:
-                    result[k] = value
-                    open_names.append(k)
-            if excess <= 0 or not open_names:
-                break
-            extra += excess / len(open_names)
-        return {k: max(0, min(int(v), counts[k].candidates)) for k, v in result.items()}
+        result = {k: float(math.ceil(shares[k] * budget)) if budget > 0 else 0.0 for k in counts}
+        return _cap_and_spread(result, {k: 0.99 * c.candidates for k, c in counts.items()}, counts)
 
     def end_update(self, counts, nonzero_after):
         residual = float(sum(c.baseline for c in counts.values()) - sum(nonzero_after.values()))
@@ -123,6 +107,29 @@ class ProportionalRedistribution(Redistribution):
         self.adjusted_growth = float(state["adjusted_growth"])
         self.residual_sum = float(state["residual_sum"])
         self.residual_count = int(state["residual_count"])
+
+
+def _cap_and_spread(wanted: dict[str, float], caps: dict[str, float], counts: Mapping[str, TensorCounts]
+                    ) -> dict[str, int]:
+    """Cap each tensor's regrowth at ``caps`` and hand the overflow back out, as Sparse Momentum does.
+
+    Each pass adds the previous pass's overflow, split evenly over all tensors, to every tensor and caps
+    again; a capped tensor passes its share straight back into the next overflow. The total is conserved
+    (up to what no tensor can take) and the overflow shrinks every pass, so it stops within 1000 passes.
+    Returns whole counts, each within [0, candidates].
+    """
+    result = dict(wanted)
+    mean_overflow = 0.0
+    for _ in range(1000):
+        overflow = 0.0
+        for k in result:
+            value = result[k] + mean_overflow
+            result[k] = min(value, caps[k])
+            overflow += value - result[k]
+        if overflow <= 0 or all(result[k] >= caps[k] for k in result):
+            break
+        mean_overflow = overflow / len(result)
+    return {k: max(0, min(int(v), counts[k].candidates)) for k, v in result.items()}
 
 
 REDISTRIBUTIONS: dict[str, Callable[[], Redistribution]] = {

@@ -75,6 +75,7 @@ class TrainSettings:
     log_interval: int = 200
     max_steps_per_epoch: int | None = None
     checkpoint: bool = True
+    precision: str = "fp32"  # "fp32" | "bf16": torch.autocast(bfloat16) around every forward pass
     seed: int = 1111
 
 
@@ -231,11 +232,17 @@ class Trainer:
         tokens = 0
         for i in range(0, source.size(0) - 1, self.settings.bptt):
             inputs, targets = get_batch(source, i, self.settings.bptt)
-            out = self.model(inputs, hidden)
-            total += F.cross_entropy(out.logits, targets, reduction="sum").double()
+            with self._autocast():
+                out = self.model(inputs, hidden)
+                total += F.cross_entropy(out.logits, targets, reduction="sum").double()
             tokens += targets.numel()
             hidden = repackage_hidden(out.hidden)
         return (total / max(tokens, 1)).item()
+
+    def _autocast(self) -> torch.autocast:
+        """Mixed precision for a forward pass: bfloat16 autocast when ``precision`` is "bf16", else off."""
+        enabled = self.settings.precision == "bf16"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def _averaged(self):
         """Context: averaged weights in the ASGD phase (spec §5.1), raw weights otherwise."""
@@ -280,12 +287,13 @@ class Trainer:
                 group["lr"] = self.state.lr * scale
             hidden = repackage_hidden(hidden)
             self.optimizer.zero_grad(set_to_none=True)
-            out = self.model(inputs, hidden)
+            with self._autocast():
+                out = self.model(inputs, hidden)
+                raw_loss = F.cross_entropy(out.logits, targets)
+                loss = raw_loss
+                if s.alpha or s.beta:
+                    loss = loss + self.model.regularizer(out, s.alpha, s.beta)
             hidden = out.hidden
-            raw_loss = F.cross_entropy(out.logits, targets)
-            loss = raw_loss
-            if s.alpha or s.beta:
-                loss = loss + self.model.regularizer(out, s.alpha, s.beta)
             loss.backward()
             if s.clip:
                 torch.nn.utils.clip_grad_norm_(params, s.clip)
