@@ -42,7 +42,7 @@ def _check_result(result: dict, path: Path) -> None:
         assert row["meets_target"] in (True, False, None)
 
 
-# Benchmarks whose every case must run at tiny scale once the code they measure has landed.
+# Benchmarks whose every case must run at tiny scale.
 FAST = ["training", "asgd", "mask_update", "flops", "corpus", "model_cells"]
 
 
@@ -51,8 +51,7 @@ def test_benchmark_tiny_writes_json_with_positive_finite_ratios(name: str, tmp_p
     result = run_benchmark(name, make_scale("tiny", threads=1), tmp_path)
     path = tmp_path / f"{result['name']}.json"
     assert path.is_file()
-    if not result["cases"]:
-        pytest.skip(f"{name}: nothing could run yet: {result['skipped']}")
+    assert result["cases"] and not result["skipped"], result["skipped"]  # every case of it ran
     _check_result(result, path)
     if name == "asgd":
         assert result["cases"][0]["details"]["optimizer"] == "SNTASGD"
@@ -64,8 +63,7 @@ def test_benchmark_tiny_writes_json_with_positive_finite_ratios(name: str, tmp_p
 def test_sweep_benchmark_tiny(tmp_path: Path) -> None:
     """Spawns a fresh worker process (imports torch and optuna: ~10 s)."""
     result = run_benchmark("sweep", make_scale("tiny", threads=1), tmp_path)
-    if not result["cases"]:
-        pytest.skip(f"sweep: nothing could run yet: {result['skipped']}")
+    assert result["cases"] and not result["skipped"], result["skipped"]
     _check_result(result, tmp_path / "sweep.json")
     trials = result["cases"][0]["details"]["trials"]
     assert len(trials) == 2 and all(t["to_first_forward"] <= t["to_first_step_end"] for t in trials)

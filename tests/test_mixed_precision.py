@@ -111,3 +111,18 @@ def test_precision_key_rejects_fp16_naming_the_allowed_values():
     with pytest.raises(SpecError, match=r"train\.precision: must be one of 'fp32' or 'bf16', got 'fp16'"):
         spec_from_dict({"name": "x", "train": {"precision": "fp16"}})
     assert spec_from_dict({"name": "x", "train": {"precision": "bf16"}}).train.precision == "bf16"
+
+
+def test_device_given_as_a_string_works_with_autocast(tmp_path):
+    # Sweep workers pass device="cpu" (a string): autocast needs its device type.
+    from pathlib import Path
+
+    from selfish import experiment
+    from tests.test_train import tiny_corpus
+
+    cfg = tiny_cfg(**{"train": {"epochs": 1, "max_steps_per_epoch": 3, "log_interval": 20, "checkpoint": False,
+                                "precision": "bf16"}})
+    trainer = experiment.build(cfg, data_dir=None, cache_dir=Path("/nonexistent"), checkpoint_dir=tmp_path,
+                               corpus=tiny_corpus(), device="cpu")
+    assert trainer.device == torch.device("cpu")
+    assert trainer.run()["status"] == "completed"

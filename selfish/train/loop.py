@@ -125,7 +125,7 @@ class Trainer:
         settings: TrainSettings,
         sparse: SparseSettings | None,
         *,
-        device: torch.device,
+        device: torch.device | str,
         sinks: Sequence[Sink] = (),
         checkpoint_dir: Path | None = None,
         spec: dict | None = None,
@@ -136,7 +136,7 @@ class Trainer:
         self.model = model.to(device)
         self.settings = settings
         self.sparse = sparse
-        self.device = device
+        self.device = torch.device(device)
         self.sinks = list(sinks)
         self._broken_sinks: set[int] = set()
         self.checkpoint_dir = checkpoint_dir
