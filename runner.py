@@ -120,16 +120,12 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:  # n
 
 def resolve_wandb_init_timeout(env: Mapping[str, str] = os.environ) -> float:
     """`WANDB_INIT_TIMEOUT` (seconds, W&B's own variable), else 30: the longest a dead W&B server delays a run."""
-    value = env.get("WANDB_INIT_TIMEOUT")
-    if not value:
-        return 30.0
+    from selfish.tracking.wandb_sink import parse_init_timeout
+
     try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not seconds > 0:
-        raise CliError(f"WANDB_INIT_TIMEOUT={value}: must be a positive number of seconds")
-    return seconds
+        return parse_init_timeout(env.get("WANDB_INIT_TIMEOUT"))
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _experiment():

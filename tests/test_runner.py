@@ -443,3 +443,14 @@ def test_sigterm_closes_the_run_folder(capsys, tmp_path, monkeypatch):
     assert code == 130 and "interrupted" in err
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["status"] == "failed"
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_bad_wandb_init_timeout_exits_2_naming_the_variable(capsys, monkeypatch, command):
+    monkeypatch.setattr(runner, "EXTENSION_MODULES", ("selfish.sweep.cli",))
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "soon")
+    spec = REPO / ("experiments/cpu/demo.yaml" if command == "train" else "sweeps/cpu_density.yaml")
+    code, _, err = run_main(capsys, command, str(spec))
+    assert code == 2
+    assert "WANDB_INIT_TIMEOUT=soon: must be a positive number of seconds" in err and "Traceback" not in err
+    assert not Path("runs").exists()  # nothing started

@@ -261,3 +261,39 @@ def test_grid_sweep_with_two_objectives_gives_a_pareto_front(tmp_path):
     front = sorted(b["params"]["sparse.density"] for b in status["best"])
     assert front == [0.2, 0.4]  # 0.6 is worse in both objectives than 0.4 under the fake curve
     assert "Pareto front" in format_status(status)
+
+
+def timeout_recording_sinks(spec, run_dir, wandb):
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(run_dir) / "init_timeout.txt").write_text(repr(wandb.init_timeout))
+    return []
+
+
+def test_wandb_init_timeout_reaches_every_trial(tmp_path):
+    path = make_sweep(tmp_path, n_trials=2, epochs=1)
+    code = run_sweep(path, workers=1, data_dir=None, cache_dir=tmp_path / "cache", run_root=tmp_path / "runs",
+                     wandb_mode="disabled", wandb_init_timeout=7.5, cores=2, run_fn=support.fake_run,
+                     spec_loader=load_trial_spec, sinks_fn=timeout_recording_sinks, corpus_fn=support.fake_corpus)
+    assert code == 0
+    seen = sorted(p.read_text() for p in (tmp_path / "runs").rglob("init_timeout.txt"))
+    assert seen == ["7.5", "7.5"]
+
+
+def test_trial_sinks_give_the_timeout_to_the_wandb_sink(tmp_path, monkeypatch):
+    import selfish.tracking as tracking
+    from selfish.spec import spec_from_dict
+    from selfish.sweep.objective import WandbTrial
+
+    made = {}
+
+    class Recorder:
+        def __init__(self, config, settings, run_dir, **kwargs):
+            made.update(kwargs)
+
+        def info(self):
+            return {}
+
+    monkeypatch.setattr(tracking, "WandbSink", Recorder)
+    trial = WandbTrial(mode="disabled", project="p", group="g", name="n", config={}, init_timeout=4.0)
+    tracking.trial_sinks(spec_from_dict({"name": "x"}), tmp_path / "run", trial)
+    assert made["init_timeout"] == 4.0

@@ -1,7 +1,7 @@
 """CLI glue for ``runner.py``: the ``sweep`` and ``sweep-status`` sub-commands.
 
 This is the one module of ``selfish.sweep`` that reads the environment (``SELFISH_DATA``,
-``CUDA_VISIBLE_DEVICES``, ``WANDB_API_KEY`` / ``WANDB_MODE``) and the CPU count; the core
+``CUDA_VISIBLE_DEVICES``, ``WANDB_API_KEY`` / ``WANDB_MODE``, ``WANDB_INIT_TIMEOUT``) and the CPU count; the core
 functions take everything as arguments. Exit codes follow the runner: 0 ok, 2 bad input (sweep
 spec, storage URL, unknown study), 1 failure.
 """
@@ -101,11 +101,19 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 
 def sweep_command(args: argparse.Namespace) -> int:
     """Handler of ``sweep``."""
+    from selfish.tracking.wandb_sink import parse_init_timeout
+
+    try:
+        init_timeout = parse_init_timeout(os.environ.get("WANDB_INIT_TIMEOUT"))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return run_sweep(
         args.sweep_file, workers=args.workers, storage=args.storage, trials=args.trials,
         data_dir=args.data_dir if args.data_dir is not None else _default_data_dir(),
         cache_dir=args.cache_dir, run_root=args.run_root, wandb_mode=wandb_mode(args.wandb_mode),
-        quiet=not args.verbose, cores=os.cpu_count() or 1, devices=visible_devices(),
+        wandb_init_timeout=init_timeout, quiet=not args.verbose, cores=os.cpu_count() or 1,
+        devices=visible_devices(),
     )
 
 

@@ -133,6 +133,7 @@ class WandbTrial:
     config: dict[str, Any]
     tags: tuple[str, ...] = ()
     resume_id: str | None = None
+    init_timeout: float = 30.0  # seconds an unreachable W&B server may cost at the trial's start
 
 
 @dataclass
@@ -152,6 +153,7 @@ class TrialContext:
     corpus_name: str | None = None
     device: Any = None
     wandb_mode: str = "disabled"
+    wandb_init_timeout: float = 30.0
     host: str = "localhost"
     pid: int = field(default_factory=os.getpid)
     log: Callable[[str], None] = lambda message: None
@@ -326,6 +328,7 @@ def run_trial(trial: optuna.Trial, study: optuna.Study, ctx: TrialContext) -> li
                                  "storage": ctx.storage.display()}},
         tags=("sweep", sweep.study),
         resume_id=read_wandb_id(run_dir) if is_retry else None,
+        init_timeout=ctx.wandb_init_timeout,
     )
     try:
         sinks = list(ctx.sinks_fn(spec, run_dir, wandb)) if ctx.sinks_fn is not None else []

@@ -89,6 +89,7 @@ def run_sweep(
     cache_dir: Path,
     run_root: Path,
     wandb_mode: str = "disabled",
+    wandb_init_timeout: float = 30.0,
     quiet: bool = True,
     cores: int | None = None,
     devices: Sequence[str] | None = None,
@@ -142,6 +143,7 @@ def run_sweep(
     base_config = dict(
         sweep=sweep, storage=config, n_trials=n_trials, run_root=Path(run_root), data_dir=data_dir,
         cache_dir=Path(cache_dir), threads=max(1, cores // workers), deadline=deadline, wandb_mode=wandb_mode,
+        wandb_init_timeout=wandb_init_timeout,
         quiet=quiet, host=host, run_fn=run_fn, spec_loader=spec_loader, sinks_fn=sinks_fn, corpus_fn=corpus_fn,
     )
     configs = [

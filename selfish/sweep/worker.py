@@ -44,6 +44,7 @@ class WorkerConfig:
     device: str | None = None
     deadline: float | None = None
     wandb_mode: str = "disabled"
+    wandb_init_timeout: float = 30.0
     quiet: bool = True
     host: str | None = None
     run_fn: Callable[..., dict] | None = None
@@ -116,7 +117,8 @@ def worker_loop(config: WorkerConfig) -> int:
         sweep=sweep, base=base, spec_loader=spec_loader, run_fn=config.run_fn or default_run_fn(),
         sinks_fn=config.sinks_fn if config.sinks_fn is not None else default_sinks_fn(),
         storage=config.storage, run_root=config.run_root, data_dir=config.data_dir, cache_dir=config.cache_dir,
-        corpus=corpus, corpus_name=corpus_name, device=config.device, wandb_mode=config.wandb_mode, host=host, log=log,
+        corpus=corpus, corpus_name=corpus_name, device=config.device, wandb_mode=config.wandb_mode,
+        wandb_init_timeout=config.wandb_init_timeout, host=host, log=log,
     )
     ran = 0
     while config.max_trials_per_worker is None or ran < config.max_trials_per_worker:

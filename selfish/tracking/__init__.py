@@ -88,6 +88,7 @@ def trial_sinks(spec: Any, run_dir: Path, wandb: Any) -> list:
     settings: Mapping[str, Any] = {"mode": wandb.mode, "project": wandb.project, "group": wandb.group,
                                    "tags": list(getattr(wandb, "tags", ()) or ()), "entity": None}
     config = dict(getattr(wandb, "config", None) or spec.to_dict())
-    wandb_sink = WandbSink(config, settings, run_dir, name=wandb.name, mode=wandb.mode, job_type="sweep-trial")
+    wandb_sink = WandbSink(config, settings, run_dir, name=wandb.name, mode=wandb.mode, job_type="sweep-trial",
+                           init_timeout=getattr(wandb, "init_timeout", 30.0))
     static = {"name": spec.name, "run_id": run_dir.name, "versions": versions(), "wandb": wandb_sink.info()}
     return [RunFolderSink(run_dir, static), wandb_sink]

@@ -34,6 +34,22 @@ def _setting(settings: Any, key: str, default: Any = None) -> Any:
     return getattr(settings, key, default)
 
 
+
+def parse_init_timeout(value: str | None) -> float:
+    """Seconds from a ``WANDB_INIT_TIMEOUT`` value given by the caller (None or empty: 30).
+
+    Raises ValueError naming the variable when the value is not a positive number.
+    """
+    if not value:
+        return 30.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ValueError(f"WANDB_INIT_TIMEOUT={value}: must be a positive number of seconds")
+    return seconds
+
 class WandbSink:
     """Log events to one W&B run. `config` is the resolved spec dict; `settings` a `WandbSpec` or mapping
     with `mode`, `project`, `entity`, `group`, `tags`; `mode` (if given) overrides `settings.mode`."""
