@@ -18,7 +18,8 @@ endif
 .PHONY: install test test-slow test-browser lint demo bench clean dashboard dashboard-live \
         sweep-density sweep-schedule sweep-cpu \
         lstm-ptb lstm-ptb-dense rhn-ptb rhn-ptb-dense onlstm-ptb onlstm-ptb-dense mos-wt2 mos-wt2-dense \
-        onlstm-ptb-1300 baselines-ptb cpu-all cpu-lstm cpu-lstm-dense cpu-rhn cpu-rhn-dense cpu-onlstm \
+        onlstm-ptb-1300 baselines-ptb cpu-all cpu-lstm cpu-lstm-dense cpu-lstm-set cpu-lstm-rigl cpu-lstm-snfs \
+        cpu-lstm-static cpu-lstm-small-dense cpu-rhn cpu-rhn-dense cpu-onlstm \
         cpu-onlstm-dense cpu-mos cpu-mos-dense
 
 install: $(STAMP)
@@ -85,6 +86,11 @@ baselines-ptb: install
 # --- CPU-scale family (2-layer 200-unit LSTM; each under an hour on 2 cores) ---------------------
 cpu-lstm: install ; $(SELFISH) train experiments/cpu/lstm_ptb.yaml
 cpu-lstm-dense: install ; $(SELFISH) train experiments/cpu/lstm_ptb_dense.yaml
+cpu-lstm-set: install ; $(SELFISH) train experiments/cpu/lstm_ptb_set.yaml
+cpu-lstm-rigl: install ; $(SELFISH) train experiments/cpu/lstm_ptb_rigl.yaml
+cpu-lstm-snfs: install ; $(SELFISH) train experiments/cpu/lstm_ptb_snfs.yaml
+cpu-lstm-static: install ; $(SELFISH) train experiments/cpu/lstm_ptb_static.yaml
+cpu-lstm-small-dense: install ; $(SELFISH) train experiments/cpu/lstm_ptb_small_dense.yaml
 cpu-rhn: install ; $(SELFISH) train experiments/cpu/rhn_ptb.yaml
 cpu-rhn-dense: install ; $(SELFISH) train experiments/cpu/rhn_ptb_dense.yaml
 cpu-onlstm: install ; $(SELFISH) train experiments/cpu/onlstm_ptb.yaml
