@@ -9,6 +9,11 @@ flipped every round) after one untimed warm-up step each; figures are medians ov
 The issue target (fast >= 2x the plain loop's tokens/s for the paper RHN) is checked twice: in fp32, and
 with the fast recurrence under bf16 autocast against the same fp32 plain loop. A third row compares the
 two implementations both under bf16, so the gain of the implementation and of the precision are apart.
+
+For the RHN a fifth unit, the *matmul floor*, runs only the matrix products of one training step (same
+shapes, same count, fp32, preallocated outputs, nothing else) alternating with the four variants. No
+fp32 implementation that forms these products with torch's matmul can train faster than the floor, so
+``plain time / floor time`` is the largest fast-over-plain ratio this machine allows.
 """
 
 from __future__ import annotations
@@ -34,6 +39,50 @@ TINY_CONFIGS: dict[str, dict] = {
     "onlstm": dict(emsize=20, nhid=20, nlayers=2, chunk_size=5),
 }
 VARIANTS = (("fast", "fp32"), ("plain", "fp32"), ("fast", "bf16"), ("plain", "bf16"))
+FLOOR = "matmul floor"
+
+
+def rhn_step_matmuls(vocab: int, emsize: int, nhid: int, recurrence_depth: int, tied: bool = True,
+                     couple: bool = True, batch_size: int = 20, bptt: int = 35) -> list[tuple[int, int, int, int]]:
+    """The matrix products of one RHN training step (spec §6.2) as ``(count, m, k, n)``: ``[m, k] @ [k, n]``.
+
+    Forward: the input projection ``W x`` of all steps at once, one ``[B, H] @ [H, G·H]`` per micro-step,
+    the decoder. Backward: decoder input and weight gradients, one ``[B, G·H] @ [G·H, H]`` per micro-step,
+    one time-batched ``R_l`` weight gradient per micro-layer, the input projection's two gradients.
+    G = 2 (H, T) when coupled, 3 with the carry gate. The embedding's backward is an index-add, not a matmul.
+    """
+    rows, gates = batch_size * bptt, (2 if couple else 3) * nhid
+    micro_steps = bptt * recurrence_depth
+    inputs = [2 * nhid] if couple else [2 * nhid, nhid]  # W ([H; T]) and, uncoupled, W_C (C)
+    return [
+        *((1, rows, emsize, n) for n in inputs),       # W x (and W_C x) for every step
+        (micro_steps, batch_size, nhid, gates),        # R_l s per micro-step
+        (1, rows, nhid, vocab),                        # decoder
+        (1, rows, vocab, nhid),                        # decoder: d input
+        (1, vocab, rows, nhid),                        # decoder: d weight
+        (micro_steps, batch_size, gates, nhid),        # d state through R_l per micro-step
+        (recurrence_depth, gates, rows, nhid),         # d R_l, batched over time
+        *((1, rows, n, emsize) for n in inputs),       # W (W_C): d input
+        *((1, n, rows, emsize) for n in inputs),       # W (W_C): d weight
+    ]
+
+
+def matmul_floor_unit(shapes: list[tuple[int, int, int, int]]):
+    """A timing unit doing exactly the products ``shapes`` (count, m, k, n) in fp32, outputs preallocated.
+
+    The right operand is a transposed view of a row-major ``[n, k]`` weight, as ``x @ W.T`` reads it."""
+    g = torch.Generator().manual_seed(0)
+    operands = [(torch.randn(m, k, generator=g), torch.randn(n, k, generator=g).t(), torch.empty(m, n), count)
+                for count, m, k, n in shapes]
+
+    def unit() -> float:
+        start = time.perf_counter()
+        for a, b, out, count in operands:
+            for _ in range(count):
+                torch.mm(a, b, out=out)
+        return time.perf_counter() - start
+
+    return unit
 
 
 def _step_unit(model: nn.Module, opt: torch.optim.Optimizer, fast: bool, precision: str, vocab: int,
@@ -69,6 +118,8 @@ def variant_tokens_per_s(model_type: str, options: dict, *, vocab: int, steps: i
     units = {f"{impl} {precision}": _step_unit(model, opt, impl == "fast", precision, vocab, batch_size, bptt,
                                                generator)
              for impl, precision in VARIANTS}
+    if model_type == "rhn":
+        units[FLOOR] = matmul_floor_unit(rhn_step_matmuls(vocab, batch_size=batch_size, bptt=bptt, **options))
     times = interleaved(units, repeats=steps)
     return {label: batch_size * bptt / median(ts) for label, ts in times.items()}
 
@@ -99,5 +150,15 @@ def run(scale: Scale) -> dict:
                 unit="tok/s", ratio=ratio, ratio_means=ratio_means, **(target if met else {}), **met,
                 options=options, vocab_size=vocab, steps=steps, tokens_per_s=tps,
             ))
+        if FLOOR in tps:
+            cases.append(case(
+                f"{model_type} {size}, matmul floor", "training tokens/s", value=tps[FLOOR],
+                baseline=tps["plain fp32"], unit="tok/s", ratio=tps[FLOOR] / tps["plain fp32"],
+                ratio_means="plain step time / time of the step's fp32 matmuls alone: the largest fast/plain "
+                            "ratio any fp32 implementation could reach", options=options, vocab_size=vocab,
+                steps=steps, matmuls=rhn_step_matmuls(vocab, **options),
+            ))
     notes.append("one model per type, fast flag toggled; four variants alternate step by step; SGD lr 1e-4")
+    notes.append("matmul floor: the RHN step's matrix products alone (fp32, same shapes and count), "
+                 "alternating with the variants; a step cannot be faster than its products")
     return {"cases": cases, "notes": notes, "skipped": skipped}

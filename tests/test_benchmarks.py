@@ -130,3 +130,33 @@ def test_markdown_table_shows_the_paired_interval() -> None:
     row = case("x", "s", value=1.0, baseline=1.0, unit="s", ratio=0.99, ratio_means="r", ratio_ci95=[0.97, 1.01])
     table = markdown_table({"name": "n", "title": "t", "cases": [row]})
     assert "0.990 [0.970, 1.010]" in table
+
+
+def test_rhn_matmul_floor_lists_exactly_the_products_of_a_training_step() -> None:
+    """The floor's (count, m, k, n) list equals the mm/addmm calls the profiler sees in one fast RHN step."""
+    from collections import Counter
+
+    import torch.nn.functional as F
+    from torch.profiler import profile
+
+    from benchmarks.bench_model_cells import TINY_CONFIGS, rhn_step_matmuls
+    from selfish.models import build_model
+
+    for options in (TINY_CONFIGS["rhn"], {**TINY_CONFIGS["rhn"], "couple": False, "tied": False, "emsize": 12}):
+        torch.manual_seed(0)
+        model = build_model("rhn", 50, **options)
+        model.train()
+        tokens = torch.randint(0, 50, (8, 3))
+        with profile(record_shapes=True) as prof:
+            out = model(tokens[:-1], model.init_hidden(3))
+            F.cross_entropy(out.logits, tokens[1:].reshape(-1)).backward()
+        seen: Counter = Counter()
+        for event in prof.events():
+            if event.name in ("aten::mm", "aten::addmm"):
+                shapes = event.input_shapes
+                a, b = (shapes[0], shapes[1]) if event.name == "aten::mm" else (shapes[1], shapes[2])
+                seen[(a[0], a[1], b[1])] += 1
+        expected: Counter = Counter()
+        for count, m, k, n in rhn_step_matmuls(50, batch_size=3, bptt=7, **options):
+            expected[(m, k, n)] += count
+        assert seen == expected, options
