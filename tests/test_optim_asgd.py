@@ -232,3 +232,32 @@ def test_param_without_grad_is_skipped() -> None:
     params[1].grad = None
     opt.step()
     assert torch.equal(params[1].detach(), before) and opt.state[params[1]]["step"] == steps
+
+
+def test_clip_grad_norm_with_masks_gives_the_same_weights_and_averages() -> None:
+    """SNT-ASGD after its fused clip (masks applied to the gradients) = torch's clip then the masked step."""
+    gen = torch.Generator().manual_seed(3)
+    shapes = [(9, 6), (9,), (5, 9)]
+    start = [torch.randn(s, generator=gen) for s in shapes]
+    fused = [nn.Parameter(t.clone()) for t in start]
+    plain = [nn.Parameter(t.clone()) for t in start]
+    opt_fused, opt_plain = SNTASGD(fused, lr=0.1, weight_decay=0.01), SNTASGD(plain, lr=0.1, weight_decay=0.01)
+    for update in range(3):
+        masks = {i: torch.rand(shapes[i], generator=gen) < 0.4 for i in (0, 2)}
+        opt_fused.set_masks({fused[i]: m for i, m in masks.items()})
+        opt_plain.set_masks({plain[i]: m for i, m in masks.items()})
+        for _ in range(3):
+            grads = [2.0 * torch.randn(s, generator=gen) for s in shapes]
+            for f, p, g in zip(fused, plain, grads, strict=True):
+                f.grad, p.grad = g.clone(), g.clone()
+            norm = opt_fused.clip_grad_norm_(0.25)
+            assert torch.equal(norm, torch.nn.utils.clip_grad_norm_(plain, 0.25))
+            opt_fused.step()
+            opt_plain.step()
+            for f, p in zip(fused, plain, strict=True):
+                torch.testing.assert_close(f, p, rtol=1e-6, atol=1e-7)
+            averages_fused, averages_plain = opt_fused.averages(), opt_plain.averages()
+            for f, p in zip(fused, plain, strict=True):
+                torch.testing.assert_close(averages_fused[f], averages_plain[p], rtol=1e-6, atol=1e-7)
+            for i, m in masks.items():
+                assert torch.all(fused[i][~m] == 0) and torch.all(averages_fused[fused[i]][~m] == 0), update

@@ -34,6 +34,16 @@ def _set_grads(params: list[nn.Parameter], gen: torch.Generator) -> list[torch.T
     return grads
 
 
+@torch.no_grad()
+def _mask_reference(ref_opt: torch.optim.SGD, ref_masks: dict[nn.Parameter, torch.Tensor]) -> None:
+    """The original's `W *= M` after torch's step, momentum buffer included (spec §3.5)."""
+    for p, m in ref_masks.items():
+        p.mul_(m)
+        buf = ref_opt.state.get(p, {}).get("momentum_buffer")
+        if buf is not None:
+            buf.mul_(m)
+
+
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.05])
 def test_sparse_sgd_equals_torch_sgd_then_mask(momentum: float, weight_decay: float) -> None:
@@ -58,11 +68,7 @@ def test_sparse_sgd_equals_torch_sgd_then_mask(momentum: float, weight_decay: fl
                 p.grad = g.clone()
             opt.step()
             ref_opt.step()
-            with torch.no_grad():
-                for p, m in ref_masks.items():
-                    p.mul_(m)
-                    if momentum:
-                        ref_opt.state[p]["momentum_buffer"].mul_(m)
+            _mask_reference(ref_opt, ref_masks)
             for p, ref in zip(params, ref_params, strict=True):
                 torch.testing.assert_close(p, ref, rtol=1e-6, atol=1e-7)
                 if momentum:
@@ -151,3 +157,67 @@ def test_state_dict_round_trip_then_identical_steps() -> None:
     for p, p2 in zip(model.parameters(), copy.parameters(), strict=True):
         assert torch.equal(p, p2)
         assert torch.equal(opt.state[p]["momentum_buffer"], opt2.state[p2]["momentum_buffer"])
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_clip_grad_norm_with_masks_equals_torch_clip_then_sgd_then_mask(momentum: float) -> None:
+    """`clip_grad_norm_` masks the gradients in the clip's rescale: the same norm, the same kept gradients
+    bitwise, exact +0 elsewhere; the following step equals torch clip + torch SGD + W *= M (spec §1, §3.5)."""
+    model, reference = _tiny_model(5), _tiny_model(5)
+    params, ref_params = list(model.parameters()), list(reference.parameters())
+    opt = SparseSGD(params, lr=0.3, weight_decay=0.05, momentum=momentum)
+    ref_opt = torch.optim.SGD(ref_params, lr=0.3, weight_decay=0.05, momentum=momentum, foreach=True)
+    gen = torch.Generator().manual_seed(6)
+    masks = _random_masks(model, gen)
+    ref_masks = {ref: masks[p] for p, ref in zip(params, ref_params, strict=True) if p in masks}
+    opt.set_masks(masks)
+    with torch.no_grad():
+        for p, m in ref_masks.items():
+            p.mul_(m)
+    for _ in range(4):
+        grads = _set_grads(params, gen)
+        for p, g in zip(ref_params, grads, strict=True):
+            p.grad = 3.0 * g  # large enough that the clip scales
+        for p in params:
+            p.grad.mul_(3.0)
+        norm = opt.clip_grad_norm_(0.5)
+        ref_norm = torch.nn.utils.clip_grad_norm_(ref_params, 0.5)
+        assert torch.equal(norm, ref_norm) and float(norm) > 0.5
+        for p, ref in zip(params, ref_params, strict=True):
+            mask = masks.get(p, torch.ones(p.shape, dtype=torch.bool))
+            assert torch.equal(p.grad[mask], ref.grad[mask])
+            assert torch.all(p.grad[~mask] == 0) and not torch.any(torch.signbit(p.grad[~mask]))
+        opt.step()
+        ref_opt.step()
+        _mask_reference(ref_opt, ref_masks)
+        for p, ref in zip(params, ref_params, strict=True):
+            torch.testing.assert_close(p, ref, rtol=1e-6, atol=1e-7)
+        for p, m in masks.items():
+            assert torch.all(p[~m] == 0)
+            if momentum:
+                assert torch.all(opt.state[p]["momentum_buffer"][~m] == 0)
+
+
+def test_set_masks_between_clip_and_step_keeps_the_new_masks() -> None:
+    """Gradients masked by the clip with the old masks are not trusted after `set_masks`: the step masks."""
+    model = _tiny_model(7)
+    params = list(model.parameters())
+    opt = SparseSGD(params, lr=0.5)
+    gen = torch.Generator().manual_seed(8)
+    opt.set_masks(_random_masks(model, gen))
+    _set_grads(params, gen)
+    opt.clip_grad_norm_(100.0)
+    new_masks = _random_masks(model, gen)
+    opt.set_masks(new_masks)
+    opt.step()
+    for p, m in new_masks.items():
+        assert torch.all(p[~m] == 0)
+
+
+def test_clip_without_gradients_returns_zero_and_changes_nothing() -> None:
+    model = _tiny_model(9)
+    opt = SparseSGD(model.parameters(), lr=0.5)
+    before = [p.detach().clone() for p in model.parameters()]
+    assert float(opt.clip_grad_norm_(1.0)) == 0.0
+    opt.step()
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before, strict=True))

@@ -151,11 +151,14 @@ def test_a_writer_killed_mid_append_leaves_the_study_readable_and_finishing(tmp_
     """A process dies holding the journal's write lock, after writing half a record: the lock goes with it
     (flock), the next writer cuts the torn line, and the workers finish the study."""
     path = make_sweep(tmp_path, n_trials=8)
-    thread, codes = in_background(lambda: fake_sweep(path, tmp_path, workers=2, epoch_s=0.05))
+    thread, codes = in_background(lambda: fake_sweep(path, tmp_path, workers=2, epoch_s=0.25))
     wait_for(lambda: journal(tmp_path).is_file() and journal(tmp_path).stat().st_size > 2000)
     killed = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(journal(tmp_path))], cwd=REPO,
                             capture_output=True, timeout=60)
     assert killed.returncode == -signal.SIGKILL
+    # The torn record must land while the workers still write (on a loaded machine a short sweep could
+    # finish first; then nobody is left to cut it: that case is the next test's).
+    assert thread.is_alive()
     started = time.monotonic()
     thread.join(timeout=120)
     assert codes == [0]

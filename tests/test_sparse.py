@@ -659,3 +659,50 @@ def test_bare_gate_layout_applies_to_the_modules_own_weights():
     mask.add_module(model, density=0.5)
     assert [b.name for b in mask.blocks["0.R"]] == ["H", "T"]
     assert len(mask.blocks["1.weight"]) == 1
+
+
+@pytest.mark.parametrize("growth", ["random", "gradient"])
+def test_clip_through_masking_masks_gradients_except_for_gradient_growth(growth):
+    """Masking.clip_grad_norm_: the fused clip (gradients masked in the rescale) with a mask-aware optimizer,
+    torch's clip (dense gradients, which gradient growth reads at the update) otherwise; same norm either way."""
+    from selfish.optim import SparseSGD
+
+    torch.manual_seed(2)
+    model, reference = TinyLSTMLM(), TinyLSTMLM()
+    mask = Masking(SparseSGD(model.parameters(), lr=1.0), death_rate=0.5, growth_mode=growth)
+    mask.add_module(model, density=0.3)
+    reference.load_state_dict(model.state_dict())  # the same (masked) weights
+    tokens, targets = torch.randint(0, VOCAB, (6, 3)), torch.randint(0, VOCAB, (18,))
+    for net in (model, reference):
+        F.cross_entropy(net(tokens), targets).backward()
+    with torch.no_grad():
+        for (name, p), ref in zip(model.named_parameters(), reference.parameters(), strict=True):
+            assert torch.equal(p.grad, ref.grad), name
+    norm = mask.clip_grad_norm_(0.1)
+    assert torch.equal(norm, nn.utils.clip_grad_norm_(reference.parameters(), 0.1))
+    refs = dict(reference.named_parameters())
+    for name, m in mask.masks.items():
+        grad, ref_grad = mask.params[name].grad, refs[name].grad
+        assert torch.equal(grad[m], ref_grad[m])
+        if growth == "gradient":
+            assert torch.equal(grad, ref_grad)  # dense, for the growth criterion
+        else:
+            assert torch.all(grad[~m] == 0) and torch.count_nonzero(ref_grad[~m]) > 0
+    mask.step()
+    assert_masked_zero(mask)
+    mask.at_end_of_epoch()  # gradient growth finds its dense gradient
+    assert_masked_zero(mask)
+
+
+def test_clip_through_masking_with_a_plain_optimizer_is_torch_clip():
+    model, opt, mask = build()
+    tokens, targets = torch.randint(0, VOCAB, (6, 3)), torch.randint(0, VOCAB, (18,))
+    F.cross_entropy(model(tokens), targets).backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    norm = mask.clip_grad_norm_(0.1)
+    expected = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    torch.testing.assert_close(norm, expected)
+    for p, g in zip(model.parameters(), grads, strict=True):
+        torch.testing.assert_close(p.grad, g * min(1.0, 0.1 / (float(expected) + 1e-6)))
+    mask.step()
+    assert_masked_zero(mask)

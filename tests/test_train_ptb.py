@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 import torch
@@ -12,7 +14,7 @@ from tests.test_train import ListSink, tiny_cfg
 
 
 def test_sparse_2x200_lstm_learns_ptb(shared_data: Path, tmp_path: Path):
-    corpus = load_corpus("ptb", shared_data, tmp_path / "cache").slice(train=42_000, valid=8_000, test=8_000)
+    corpus = load_corpus("ptb", shared_data, tmp_path / "cache").slice(train=84_000, valid=8_000, test=8_000)
     cfg = tiny_cfg(
         model={"type": "lstm", "emsize": 200, "nhid": 200, "nlayers": 2, "dropout": 0.2, "tied": False},
         data={"corpus": "ptb", "batch_size": 20, "eval_batch_size": 20, "test_batch_size": None, "bptt": 35,
@@ -24,10 +26,15 @@ def test_sparse_2x200_lstm_learns_ptb(shared_data: Path, tmp_path: Path):
     sink = ListSink()
     trainer = experiment.build(cfg, data_dir=None, cache_dir=tmp_path, sinks=[sink], checkpoint_dir=tmp_path,
                                corpus=corpus, device=torch.device("cpu"))
+    untrained_ppl = math.exp(trainer.evaluate(trainer.val_data, 20))
     result = trainer.run()
-    epochs = sink.of("epoch")
+    epochs, windows = sink.of("epoch"), sink.of("step")
     assert result["status"] == "completed"
-    assert epochs[0]["val_ppl"] < 1000  # far below the 10,000-way uniform guess
-    assert epochs[1]["val_ppl"] < epochs[0]["val_ppl"]
+    # Validation perplexity falls from the untrained model's (about the 10,000-way uniform guess) by more
+    # than 10x in each epoch. (After 120 steps the model is near the unigram plateau, where epoch-to-epoch
+    # changes are float-rounding noise that differs between CPUs, so the epochs are not compared.)
+    assert untrained_ppl > 5000
+    assert all(e["val_ppl"] < untrained_ppl / 10 for e in epochs), (untrained_ppl, [e["val_ppl"] for e in epochs])
+    assert windows[-1]["loss"] < windows[0]["loss"] - 1.0  # training loss: more than a nat lower at the end
     assert abs(trainer.masking.density() - 0.33) < 0.01
     assert epochs[0]["mask"]["total"]["removed"] > 0 and epochs[0]["mask"]["total"]["regrown"] > 0

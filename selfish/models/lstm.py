@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from selfish.models.base import Hidden, LMOutput, zero_regularizer
+from selfish.models.recurrent import fused_lstm
 
 
 class StackedLSTM(nn.Module):
@@ -55,7 +56,7 @@ class StackedLSTM(nn.Module):
     def forward(self, tokens: Tensor, hidden: Hidden) -> LMOutput:
         """tokens ``[L, B]`` (long), hidden ``(h, c)`` each ``[nlayers, B, nhid]`` -> logits ``[L*B, V]``."""
         emb = self.drop(self.encoder(tokens))
-        raw, hidden = self.rnn(emb, hidden)
+        raw, hidden = fused_lstm(self.rnn, emb, hidden)
         dropped = self.drop(raw)
         logits = self.decoder(dropped.reshape(-1, self.nhid))
         return LMOutput(logits, hidden, [raw], [dropped])

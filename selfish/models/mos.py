@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfish.models.base import LMOutput, ar_tar
+from selfish.models.recurrent import fused_lstm
 from selfish.models.regularizers import LockedDropout, embedded_dropout, keep_mask
 
 
@@ -99,7 +100,8 @@ class WeightDropLSTM(nn.Module):
         if self.wdrop and self.training:  # F.dropout semantics (AWD WeightDrop), with a faster mask draw
             w_hh = w_hh * keep_mask(w_hh, 1 - self.wdrop) / (1 - self.wdrop)
         weights = [m.weight_ih_l0, w_hh, m.bias_ih_l0, m.bias_hh_l0]
-        outputs, h, c = torch.lstm(inputs, state, weights, True, 1, 0.0, self.training, False, False)
+        outputs, h, c = fused_lstm(
+            lambda x, s: torch.lstm(x, s, weights, True, 1, 0.0, self.training, False, False), inputs, state)
         return outputs, (h, c)
 
 

@@ -9,8 +9,36 @@ step's backward has run. Numerically it equals plain autograd up to float summat
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import TypeVar
+
 import torch
 from torch import Tensor
+
+T = TypeVar("T")
+
+
+@functools.cache
+def _onednn_has_bf16() -> bool:
+    """Whether oneDNN can run bf16 kernels on this CPU (AVX512-BF16 / AMX); False on AVX2-only CPUs."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def fused_lstm(call: Callable[[Tensor, tuple[Tensor, ...]], T], inputs: Tensor, state: tuple[Tensor, ...]) -> T:
+    """``call(inputs, state)`` of a fused LSTM kernel (``nn.LSTM`` or ``torch.lstm``), autocast-safe.
+
+    Under CPU bf16 autocast on a CPU whose oneDNN has no bf16 LSTM (it raises "could not create a primitive
+    descriptor"), the LSTM runs in fp32 with autocast off; everywhere else it runs as called.
+    """
+    if (inputs.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+            and torch.get_autocast_dtype("cpu") == torch.bfloat16 and not _onednn_has_bf16()):
+        with torch.autocast("cpu", enabled=False):
+            return call(inputs.float(), tuple(s.float() for s in state))
+    return call(inputs, state)
 
 
 def autocast_matmul_dtype(device_type: str) -> torch.dtype | None:

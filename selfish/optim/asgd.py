@@ -25,22 +25,30 @@ recompiles per shape and lr value, so it is not used.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
 
-from ._masks import copied_state_dict, managed_params, refresh_float_mask, resolve_masks, restore_exact_dtypes
+from ._masks import (
+    MaskAwareOptimizer,
+    copied_state_dict,
+    managed_params,
+    refresh_float_mask,
+    resolve_masks,
+    restore_exact_dtypes,
+)
 from .sgd import _plain_dense_update, _plain_masked_update
 
 
-class SNTASGD(torch.optim.Optimizer):
+class SNTASGD(MaskAwareOptimizer):
     """Sparse non-monotonically triggered ASGD (spec §5.2) with constant lr, t0=0, lambd=0.
 
     The weight update is SGD without momentum, mask-aware like `SparseSGD`:
-    W <- W·(1 - lr·wd) - lr·(g ⊙ M) for masked params, W <- W - lr·(g + wd·W) for dense ones.
+    W <- W·(1 - lr·wd) - lr·(g ⊙ M) for masked params, W <- W - lr·(g + wd·W) for dense ones (and for
+    masked ones after `clip_grad_norm_`, which applies the masks to the gradients).
 
     State per parameter (all in `state_dict()`): "step" (int, steps taken), "sum" (tensor like the param),
     "activated_at" (int or int32 tensor), "mask" (bool copy of the last mask, or None = dense),
@@ -57,6 +65,7 @@ class SNTASGD(torch.optim.Optimizer):
             raise ValueError(f"SNTASGD: lr={lr}, weight_decay={weight_decay} must be >= 0")
         super().__init__(params, {"lr": lr, "weight_decay": weight_decay})
         self._float_masks: dict[int, torch.Tensor] = {}
+        self._grads_masked = False
 
     # ----------------------------------------------------------------------------------------------- state
     def _param_state(self, param: nn.Parameter) -> dict[str, Any]:
@@ -80,6 +89,7 @@ class SNTASGD(torch.optim.Optimizer):
         the 0/1 cast of the mask and one multiply each of W and the sum.
         """
         resolved = resolve_masks(self, masks)
+        self._grads_masked = False  # gradients masked with the old masks are not masked with the new ones
         for param in managed_params(self):
             state = self._param_state(param)
             new, old = resolved.get(id(param)), state["mask"]
@@ -135,6 +145,7 @@ class SNTASGD(torch.optim.Optimizer):
         """Load a state dict from `state_dict()` (exact: bool masks and int32 counters keep their dtype)."""
         state_dict = copied_state_dict(state_dict)
         super().load_state_dict(state_dict)
+        self._grads_masked = False
         restore_exact_dtypes(self, state_dict, ("mask", "activated_at"))
         self._float_masks = {}
         for param in managed_params(self):
@@ -143,18 +154,8 @@ class SNTASGD(torch.optim.Optimizer):
                 self._float_masks[id(param)] = mask.to(dtype=param.dtype)
 
     # ------------------------------------------------------------------------------------------------ step
-    @torch.no_grad()
-    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        """One ASGD step (constant lr) over all params with a gradient, then accumulate the averages."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            self._step_group(group)
-        return loss
-
-    def _step_group(self, group: dict[str, Any]) -> None:
+    def _step_group(self, group: dict[str, Any], grads_masked: bool) -> None:
+        """One ASGD step (constant lr) of the group's params with a gradient, then accumulate the averages."""
         lr, weight_decay = group["lr"], group["weight_decay"]
         masked: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         dense: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -166,7 +167,7 @@ class SNTASGD(torch.optim.Optimizer):
             if param.grad.is_sparse:
                 raise RuntimeError("SNTASGD does not support sparse gradients")
             state = self._param_state(param)
-            float_mask = self._float_masks.get(id(param))
+            float_mask = None if grads_masked else self._float_masks.get(id(param))
             if float_mask is None:
                 dense.append((param, param.grad))
             else:

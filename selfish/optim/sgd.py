@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from ._masks import copied_state_dict, managed_params, refresh_float_mask, resolve_masks, restore_exact_dtypes
+from ._masks import (
+    MaskAwareOptimizer,
+    copied_state_dict,
+    managed_params,
+    refresh_float_mask,
+    resolve_masks,
+    restore_exact_dtypes,
+)
 
 
-class SparseSGD(torch.optim.Optimizer):
+class SparseSGD(MaskAwareOptimizer):
     """SGD (optionally with heavy-ball momentum) that keeps masked weights and momentum at exactly 0.
 
     Equals `torch.optim.SGD(lr, momentum, weight_decay)` followed by `W *= M` and `momentum_buffer *= M`
@@ -23,6 +30,8 @@ class SparseSGD(torch.optim.Optimizer):
     `set_masks({param: bool mask})`, keyed by parameter identity; a copy is kept in the optimizer state
     (key "mask"), so a state-dict round trip restores them. The momentum buffer is
     `state[p]["momentum_buffer"]` (torch's name) so that mask code (momentum growth) can read it.
+    After `clip_grad_norm_` (which applies the masks to the gradients in the clip's own pass) the next step
+    is the dense update for every param: W - lr·(g + wd·W) is 0 where W and g are.
     """
 
     def __init__(
@@ -38,6 +47,7 @@ class SparseSGD(torch.optim.Optimizer):
             )
         super().__init__(params, {"lr": lr, "weight_decay": weight_decay, "momentum": momentum})
         self._float_masks: dict[int, torch.Tensor] = {}
+        self._grads_masked = False
 
     @torch.no_grad()
     def set_masks(self, masks: Mapping[nn.Parameter, torch.Tensor]) -> None:
@@ -48,6 +58,7 @@ class SparseSGD(torch.optim.Optimizer):
         values and newly grown ones start at 0). Calling it again with the same masks changes nothing.
         """
         resolved = resolve_masks(self, masks)
+        self._grads_masked = False  # gradients masked with the old masks are not masked with the new ones
         for param in managed_params(self):
             mask = resolved.get(id(param))
             if mask is None:
@@ -63,18 +74,7 @@ class SparseSGD(torch.optim.Optimizer):
             if buf is not None:
                 buf.mul_(float_mask)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        """One SGD step over all params with a gradient (masked ones stay sparse)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            self._step_group(group)
-        return loss
-
-    def _step_group(self, group: dict[str, Any]) -> None:
+    def _step_group(self, group: dict[str, Any], grads_masked: bool) -> None:
         lr, weight_decay, momentum = group["lr"], group["weight_decay"], group["momentum"]
         masked: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         dense: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -83,7 +83,7 @@ class SparseSGD(torch.optim.Optimizer):
                 continue
             if param.grad.is_sparse:
                 raise RuntimeError("SparseSGD does not support sparse gradients")
-            float_mask = self._float_masks.get(id(param))
+            float_mask = None if grads_masked else self._float_masks.get(id(param))
             if float_mask is None:
                 dense.append((param, param.grad))
             else:
@@ -131,6 +131,7 @@ class SparseSGD(torch.optim.Optimizer):
         """Load a state dict from `state_dict()`; masks come back as bool, caches are rebuilt."""
         state_dict = copied_state_dict(state_dict)
         super().load_state_dict(state_dict)
+        self._grads_masked = False
         restore_exact_dtypes(self, state_dict, ("mask",))
         self._float_masks = {
             id(p): self.state[p]["mask"].to(dtype=p.dtype)

@@ -218,6 +218,20 @@ class Masking:
         """Current death rate p_t of the schedule."""
         return self.decay.get_dr()
 
+    def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
+        """Clip the optimizer's gradients to total L2 norm ``max_norm``, as ``torch.nn.utils.clip_grad_norm_``.
+
+        With a mask-aware optimizer that offers it (``SparseSGD``, ``SNTASGD``), the clip's rescale pass also
+        multiplies the gradients by the masks, and the next :meth:`step` skips its own mask pass: the same
+        update with one pass fewer over the weights. Not with gradient growth, which reads the dense
+        ``.grad`` of the epoch's last batch (spec §3.4): then torch's clip. Returns the total norm.
+        """
+        clip = getattr(self._optimizer, "clip_grad_norm_", None)
+        if self.mask_aware and clip is not None and not self.growth.needs_gradient:
+            return clip(max_norm)
+        params = [p for group in self._optimizer.param_groups for p in group["params"]]
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+
     def step(self) -> None:
         """``optimizer.step()``, keep masked entries 0, step the decay; maybe update (``update_every``)."""
         self._optimizer.step()

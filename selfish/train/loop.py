@@ -263,6 +263,13 @@ class Trainer:
         )
         return schedule[: s.max_steps_per_epoch] if s.max_steps_per_epoch else schedule
 
+    def _clip_gradients(self, params: list[nn.Parameter]) -> None:
+        """Clip to total norm ``clip`` (sparse: the clip's rescale applies the masks too, ``Masking``)."""
+        if self.masking is not None:
+            self.masking.clip_grad_norm_(self.settings.clip)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, self.settings.clip)
+
     def _optimizer_step(self) -> None:
         if self.masking is not None:
             self.masking.step()
@@ -296,7 +303,7 @@ class Trainer:
             hidden = out.hidden
             loss.backward()
             if s.clip:
-                torch.nn.utils.clip_grad_norm_(params, s.clip)
+                self._clip_gradients(params)
             self._optimizer_step()
             self.state.step += 1
             if self.fault_hook is not None:
