@@ -297,3 +297,16 @@ def test_trial_sinks_give_the_timeout_to_the_wandb_sink(tmp_path, monkeypatch):
     trial = WandbTrial(mode="disabled", project="p", group="g", name="n", config={}, init_timeout=4.0)
     tracking.trial_sinks(spec_from_dict({"name": "x"}), tmp_path / "run", trial)
     assert made["init_timeout"] == 4.0
+
+
+def test_worker_pays_the_lazy_torch_imports_before_taking_trials():
+    """A fresh interpreter (as a worker is): after `_pay_one_time_costs` the import that building the first
+    trial's optimizer would have waited for (torch._dynamo) is done."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; before = 'torch._dynamo' in sys.modules; "
+            "from selfish.sweep.worker import _pay_one_time_costs; _pay_one_time_costs(); "
+            "print(before, 'torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["False", "True"], out.stdout + out.stderr
