@@ -131,7 +131,7 @@ def test_device_given_as_a_string_works_with_autocast(tmp_path):
 def test_fused_lstm_under_bf16_autocast_runs_on_any_cpu():
     """oneDNN has no bf16 LSTM on AVX2-only CPUs (nn.LSTM under autocast raises there): the fused LSTM then
     runs in fp32, bitwise as without autocast; on CPUs with bf16 it runs under autocast as usual."""
-    from selfish.models.recurrent import _onednn_has_bf16, fused_lstm
+    from selfish.models.recurrent import fused_lstm, onednn_has_bf16
 
     torch.manual_seed(0)
     lstm = torch.nn.LSTM(6, 8, 2)
@@ -140,6 +140,6 @@ def test_fused_lstm_under_bf16_autocast_runs_on_any_cpu():
         out, (h, c) = fused_lstm(lstm, x, state)
     out.float().sum().backward()
     assert all(p.grad is not None for p in lstm.parameters())
-    if not _onednn_has_bf16():
+    if not onednn_has_bf16():
         expected, _ = lstm(x, state)
         assert out.dtype == torch.float32 and torch.equal(out, expected)

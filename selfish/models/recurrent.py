@@ -20,7 +20,7 @@ T = TypeVar("T")
 
 
 @functools.cache
-def _onednn_has_bf16() -> bool:
+def onednn_has_bf16() -> bool:
     """Whether oneDNN can run bf16 kernels on this CPU (AVX512-BF16 / AMX); False on AVX2-only CPUs."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -35,7 +35,7 @@ def fused_lstm(call: Callable[[Tensor, tuple[Tensor, ...]], T], inputs: Tensor, 
     descriptor"), the LSTM runs in fp32 with autocast off; everywhere else it runs as called.
     """
     if (inputs.device.type == "cpu" and torch.is_autocast_enabled("cpu")
-            and torch.get_autocast_dtype("cpu") == torch.bfloat16 and not _onednn_has_bf16()):
+            and torch.get_autocast_dtype("cpu") == torch.bfloat16 and not onednn_has_bf16()):
         with torch.autocast("cpu", enabled=False):
             return call(inputs.float(), tuple(s.float() for s in state))
     return call(inputs, state)
