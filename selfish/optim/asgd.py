@@ -65,7 +65,6 @@ class SNTASGD(MaskAwareOptimizer):
             raise ValueError(f"SNTASGD: lr={lr}, weight_decay={weight_decay} must be >= 0")
         super().__init__(params, {"lr": lr, "weight_decay": weight_decay})
         self._float_masks: dict[int, torch.Tensor] = {}
-        self._grads_masked = False
 
     # ----------------------------------------------------------------------------------------------- state
     def _param_state(self, param: nn.Parameter) -> dict[str, Any]:

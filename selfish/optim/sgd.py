@@ -47,7 +47,6 @@ class SparseSGD(MaskAwareOptimizer):
             )
         super().__init__(params, {"lr": lr, "weight_decay": weight_decay, "momentum": momentum})
         self._float_masks: dict[int, torch.Tensor] = {}
-        self._grads_masked = False
 
     @torch.no_grad()
     def set_masks(self, masks: Mapping[nn.Parameter, torch.Tensor]) -> None:
