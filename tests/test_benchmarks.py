@@ -56,7 +56,11 @@ def test_benchmark_tiny_writes_json_with_positive_finite_ratios(name: str, tmp_p
     if name == "asgd":
         assert result["cases"][0]["details"]["optimizer"] == "SNTASGD"
     if name == "mask_update":
-        assert result["cases"][0]["details"]["maskable_weights"] > 0
+        details = result["cases"][0]["details"]
+        assert details["maskable_weights"] > 0
+        assert _positive_finite(details["back_to_back_s"]) and _positive_finite(details["first_update_of_run_s"])
+        assert [c["case"] for c in result["cases"]] == ["2x32 (tiny) update (SGD phase)",
+                                                        "2x32 (tiny) update (ASGD phase)"]
 
 
 @pytest.mark.slow

@@ -10,13 +10,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from selfish.sparse import Masking
+from selfish.sparse import Masking, select
 from selfish.sparse.select import (
     bernoulli_select,
+    count,
+    drop_smallest,
     fix_count,
     kth_smallest,
     sample_from,
     select_smallest,
+    true_indices,
 )
 
 SETTINGS = settings(max_examples=15, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -177,3 +180,83 @@ def test_sample_from_is_uniform():
         hits += sample_from(pool, 5000, gen).float()
     lo, hi = hits[:200_000].sum(), hits[200_000:].sum()  # halves of the pool are hit equally often
     assert abs(float(lo - hi)) < 6 * math.sqrt(float(lo + hi))
+
+
+# ---------------------------------------------------------------- large tensors: the sampled-bracket path
+def _check_split(values, candidates, k, seed):
+    """select_smallest takes exactly k candidates, none larger than any left; drop_smallest with the same
+    draws is its complement within the candidates."""
+    n = int(candidates.sum())
+    chosen = select_smallest(values, candidates, k, torch.Generator().manual_seed(seed), n)
+    kept = drop_smallest(values, candidates, k, torch.Generator().manual_seed(seed), n)
+    assert int(chosen.sum()) == k and not (chosen & ~candidates).any()
+    assert torch.equal(kept, candidates & ~chosen)
+    if 0 < k < n:
+        assert values[chosen].max() <= values[kept].min()
+        assert values[chosen].max() == torch.kthvalue(values[candidates], k).values
+
+
+@pytest.mark.parametrize("k_frac", [1e-6, 0.05, 0.5, 0.8, 0.999])
+def test_split_on_large_tensor_is_exact(k_frac):
+    gen = torch.Generator().manual_seed(3)
+    values = torch.randn(600, 1000, generator=gen)
+    values[:100] *= 50
+    candidates = torch.rand(600, 1000, generator=gen) < 0.6
+    n = int(candidates.sum())
+    assert select._bracket(values.reshape(-1), candidates.reshape(-1), 1, n) is not None  # the sampled path
+    _check_split(values, candidates, max(1, round(k_frac * n)), seed=5)
+
+
+def _tied_values(gen):
+    """30% of the candidates in (-1, 0), 40% exactly 0, 30% in (0, 1): a long run of ties in the middle."""
+    u = torch.rand(700, 1000, generator=gen)
+    values = torch.where(u < 0.3, -torch.rand(700, 1000, generator=gen),
+                         torch.where(u < 0.7, torch.zeros(()), torch.rand(700, 1000, generator=gen)))
+    candidates = torch.rand(700, 1000, generator=gen) < 0.8
+    return values, candidates
+
+
+@pytest.mark.parametrize("where", ["below the run", "inside the run", "above the run"])
+def test_split_with_a_run_of_ties_is_exact_and_takes_the_tie_path(where):
+    gen = torch.Generator().manual_seed(11)
+    values, candidates = _tied_values(gen)
+    v, c = values.reshape(-1), candidates.reshape(-1)
+    n = int(c.sum())
+    n_neg, n_zero = int((c & (v < 0)).sum()), int((c & (v == 0)).sum())
+    k = {"below the run": n_neg - 30, "inside the run": n_neg + n_zero // 2,
+         "above the run": n_neg + n_zero + 30}[where]
+    found = select._bracketed(v, c, k, n)
+    assert found is not None
+    if where == "inside the run":  # no kthvalue over the repeated value: it is sampled among
+        assert found.tied is not None and float(found.t) == 0.0
+    else:
+        assert found.index is not None and found.index.numel() < 20_000  # a small search, not the run
+    _check_split(values, candidates, k, seed=7)
+
+
+def test_ties_in_a_run_are_drawn_uniformly():
+    gen = torch.Generator().manual_seed(2)
+    values, candidates = _tied_values(gen)
+    n = int(candidates.sum())
+    zeros = candidates & (values == 0)
+    k = int((candidates & (values < 0)).sum()) + int(zeros.sum()) // 4
+    hits = torch.zeros(700, 1000)
+    for seed in range(8):
+        hits += select_smallest(values, candidates, k, torch.Generator().manual_seed(seed), n).float()
+    top, bottom = hits[:350][zeros[:350]].sum(), hits[350:][zeros[350:]].sum()
+    per_zero_top, per_zero_bottom = top / zeros[:350].sum(), bottom / zeros[350:].sum()
+    assert abs(float(per_zero_top - per_zero_bottom)) < 0.02  # each about 8 x 1/4 = 2 hits per tied zero
+    assert abs(float(per_zero_top) - 2.0) < 0.05
+
+
+@pytest.mark.parametrize("numel,start", [(100, 0), (70_001, 0), (300_017, 3), (1_000_000, 5), (262_144, 8)])
+def test_fast_count_and_true_indices_match_torch(numel, start):
+    gen = torch.Generator().manual_seed(numel)
+    for density in (0.0, 0.004, 0.3, 1.0):
+        base = torch.rand(numel + start + 11, generator=gen) < density
+        mask = base[start:start + numel]  # odd storage offsets and lengths
+        assert int(count(mask)) == int(torch.count_nonzero(mask))
+        assert torch.equal(true_indices(mask), torch.nonzero(mask).squeeze(1))
+    grid = torch.rand(900, 700, generator=gen) < 0.01
+    assert int(count(grid[:, 3:500])) == int(torch.count_nonzero(grid[:, 3:500]))  # not contiguous
+    assert torch.equal(true_indices(grid[1:]), torch.nonzero(grid[1:].reshape(-1)).squeeze(1))

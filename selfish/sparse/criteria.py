@@ -69,7 +69,7 @@ class MagnitudeDeath(DeathCriterion):
 
     def prune(self, weight, mask, nonzero, death_rate, blocks, generator, workspace=None):
         k = n_to_remove(death_rate, nonzero)
-        return drop_smallest(_abs(weight.detach(), workspace), mask, k, generator, nonzero)
+        return drop_smallest(_abs(weight.detach(), workspace), mask, k, generator, nonzero, workspace)
 
 
 class MagnitudeRNNDeath(DeathCriterion):
@@ -83,7 +83,7 @@ class MagnitudeRNNDeath(DeathCriterion):
             rows = slice(block.start, block.stop)
             block_nonzero = int(count(mask[rows]))
             k = n_to_remove(death_rate, block_nonzero)
-            removed = select_smallest(magnitude[rows], mask[rows], k, generator, block_nonzero)
+            removed = select_smallest(magnitude[rows], mask[rows], k, generator, block_nonzero, workspace)
             after[rows] &= ~removed
         return after
 
@@ -159,7 +159,7 @@ def _random_block(candidates, n_candidates, n_grow, inputs: GrowthInputs) -> tor
     n_grow = max(0, min(n_grow, n_candidates))
     if n_candidates == 0 or n_grow == 0:
         return torch.zeros_like(candidates)
-    grown = bernoulli_select(candidates, n_grow / n_candidates, inputs.generator)
+    grown = bernoulli_select(candidates, n_grow / n_candidates, inputs.generator, inputs.workspace)
     if inputs.exact:
         grown = fix_count(grown, candidates, n_grow, inputs.generator, n_candidates)
     return grown
@@ -218,7 +218,7 @@ class GradientGrowth(GrowthCriterion):
             raise ValueError("gradient growth needs the .grad of every masked parameter, but it is None "
                              "(was zero_grad(set_to_none=True) called before the update?)")
         return select_smallest(_neg_abs(grad.detach(), inputs.workspace), candidates, n_grow, inputs.generator,
-                               n_candidates)
+                               n_candidates, inputs.workspace)
 
 
 class MomentumGrowth(GrowthCriterion):
@@ -229,7 +229,7 @@ class MomentumGrowth(GrowthCriterion):
 
     def grow(self, candidates, n_candidates, n_grow, blocks, inputs):
         return select_smallest(_neg_abs(inputs.momentum(), inputs.workspace), candidates, n_grow,
-                               inputs.generator, n_candidates)
+                               inputs.generator, n_candidates, inputs.workspace)
 
 
 DEATHS: dict[str, type[DeathCriterion]] = {

@@ -306,8 +306,6 @@ class Masking:
             new_masks[n] = new
             pending.append(self._count_update(n, before[n], after_death[n], grown, new))
 
-        workspace.release("abs")  # only the per-step "cast" buffer stays allocated between updates
-        workspace.release("bool")
         values = torch.cat(pending).tolist()
         stats = self._build_stats(names, values, counts, gates_before, gates_after_death, regrow, exact, rate,
                                   new_masks)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -18,6 +19,7 @@ __all__ = [
     "make_generator",
     "stable_seed",
     "count",
+    "true_indices",
     "kth_smallest",
     "select_smallest",
     "drop_smallest",
@@ -37,14 +39,18 @@ class Workspace:
     def __init__(self) -> None:
         self._buffers: dict[tuple, torch.Tensor] = {}
 
+    def empty(self, numel: int, dtype: torch.dtype, device: torch.device, key: str) -> torch.Tensor:
+        """An uninitialised flat tensor of ``numel`` elements (a prefix of the buffer under ``key``)."""
+        slot = (key, dtype, device)
+        buf = self._buffers.get(slot)
+        if buf is None or buf.numel() < numel:
+            buf = torch.empty(numel, dtype=dtype, device=device)
+            self._buffers[slot] = buf
+        return buf[:numel]
+
     def like(self, t: torch.Tensor, key: str = "float") -> torch.Tensor:
         """An uninitialised tensor with the shape, dtype and device of ``t``."""
-        slot = (key, t.dtype, t.device)
-        buf = self._buffers.get(slot)
-        if buf is None or buf.numel() < t.numel():
-            buf = torch.empty(t.numel(), dtype=t.dtype, device=t.device)
-            self._buffers[slot] = buf
-        return buf[: t.numel()].view(t.shape)
+        return self.empty(t.numel(), t.dtype, t.device, key).view(t.shape)
 
     def release(self, key: str) -> None:
         """Free the buffers stored under ``key``."""
@@ -84,82 +90,215 @@ def make_generator(device: torch.device, *parts: object) -> torch.Generator:
     return gen
 
 
+_ROW_WORDS = 127  # int64 words summed per row by ``count``: each byte lane gathers at most 127 ones
+
+
 def count(mask: torch.Tensor) -> torch.Tensor:
-    """Number of True entries as a 0-d int64 tensor (no host sync)."""
-    return torch.count_nonzero(mask)
+    """Number of True entries as a 0-d int64 tensor (no host sync).
+
+    A large contiguous bool tensor is counted eight bytes at a time: its bytes are 0 or 1, so summing
+    rows of 127 int64 words adds each byte lane without a carry into the next (or into the sign); the
+    bytes of the row sums are then added. About 10x faster than ``count_nonzero`` on the CPU.
+    """
+    if mask.dtype != torch.bool or mask.numel() < (1 << 16) or not mask.is_contiguous():
+        return torch.count_nonzero(mask)
+    flat = mask.view(-1)
+    head = (-flat.storage_offset()) % 8  # bytes before the first 8-byte boundary
+    chunk = 8 * _ROW_WORDS
+    body = (flat.numel() - head) // chunk * chunk
+    rows = flat[head:head + body].view(torch.uint8).view(torch.int64).view(-1, _ROW_WORDS).sum(dim=1)
+    total = rows.view(torch.uint8).sum(dtype=torch.int64)
+    return total + torch.count_nonzero(flat[:head]) + torch.count_nonzero(flat[head + body:])
+
+
+def true_indices(mask: torch.Tensor, n_true: int | None = None) -> torch.Tensor:
+    """Ascending flat int64 indices of the True entries of a bool tensor (``nonzero`` of the flat view).
+
+    When few entries are True (at most 2%, ``n_true`` if known), a large contiguous tensor is scanned
+    eight bytes at a time: first the int64 words that hold any True, then only those words' bytes
+    (about 1.7x faster than ``nonzero`` at 1%).
+    """
+    flat = _flat(mask)
+    numel = flat.numel()
+    if n_true is None and numel >= (1 << 16):
+        n_true = int(count(flat))
+    sparse = n_true is not None and n_true <= numel // 50
+    if numel < (1 << 16) or not sparse or flat.storage_offset() % 8 or not flat.is_contiguous():
+        return torch.nonzero(flat).squeeze(1)
+    body = numel - numel % 8
+    words = flat[:body].view(torch.uint8).view(torch.int64)
+    hit = torch.nonzero(words).squeeze(1)
+    pos = torch.nonzero(words[hit].view(torch.bool)).squeeze(1)
+    index = hit[pos >> 3].mul_(8).add_(pos & 7)
+    if body < numel:
+        index = torch.cat([index, torch.nonzero(flat[body:]).squeeze(1).add_(body)])
+    return index
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(-1)
 
 
-def kth_smallest(values: torch.Tensor, candidates: torch.Tensor, k: int, n_candidates: int) -> torch.Tensor:
-    """The k-th smallest (1-based) of ``values[candidates]`` as a 0-d tensor (see ``_kth_and_rank``)."""
-    return _kth_and_rank(values, candidates, k, n_candidates)[0]
+@dataclass
+class _Bracket:
+    """Sampled bounds around the k-th smallest candidate: ``lo``/``hi`` (0-d, None: unbounded side), the
+    ``pivot`` (the value sampled most often between them: the one to split at if a value repeats) and
+    ``expected``, about how many candidates lie in [lo, hi]."""
+
+    lo: torch.Tensor | None
+    hi: torch.Tensor | None
+    pivot: torch.Tensor
+    expected: int
 
 
-def _kth_and_rank(values: torch.Tensor, candidates: torch.Tensor, k: int, n_candidates: int
-                  ) -> tuple[torch.Tensor, int, torch.Tensor | None]:
-    """(t, n, ties) with t the k-th smallest of ``values[candidates]``, n = #candidates with value <= t and
-    ``ties`` the sorted flat indices of the candidates equal to t (None when not at hand).
-
-    Brackets the quantile from a strided sample of about 65k elements, then runs ``kthvalue`` only on
-    the candidates inside the bracket (a few percent of them); falls back to the full ``kthvalue`` when
-    the bracket misses. Six passes over the tensor (two compares, two ands, one xor, one nonzero) plus
-    two counts; the ties come from the bracket for free. ``1 <= k <= n_candidates`` (= ``count(candidates)``).
-    """
-    v, c = _flat(values), _flat(candidates)
+def _bracket(v: torch.Tensor, c: torch.Tensor, k: int, n_candidates: int) -> _Bracket | None:
+    """Bounds that hold the k-th smallest of ``v[c]`` with near certainty, from a strided sample of about
+    65k elements (the sample quantile +- 6 standard errors: a few percent of the candidates); None when
+    the tensor is too small to gain."""
     numel = v.numel()
     stride = max(1, numel // _SAMPLE_SIZE)
-    if stride > 1 and n_candidates > 4 * _SAMPLE_SIZE:
-        sample = v[::stride][c[::stride]]
-        m = sample.numel()
-        if m >= 256:
-            sample = torch.sort(sample).values
-            q = (k - 0.5) / n_candidates
-            delta = 6.0 * math.sqrt(max(q * (1.0 - q), 1.0 / m) / m) + 2.0 / m
-            i_lo, i_hi = math.floor((q - delta) * m), math.ceil((q + delta) * m)
-            lo = sample[i_lo] if i_lo >= 0 else None
-            hi = sample[i_hi] if i_hi < m else None
-            inside = c.clone() if hi is None else torch.le(v, hi).bitwise_and_(c)
-            n_at_most_hi = n_candidates if hi is None else int(count(inside))
-            n_below = 0
-            if lo is not None:
-                below = torch.lt(v, lo).bitwise_and_(c)  # subset of inside since lo <= hi
-                n_below = int(count(below))
-                inside.bitwise_xor_(below)
-            if n_below < k <= n_at_most_hi:
-                index = torch.nonzero(inside).squeeze(1)
-                bracket = v[index]
-                t = torch.kthvalue(bracket, k - n_below).values
-                at_most_t = bracket <= t
-                return t, n_below + int(count(at_most_t)), index[bracket == t]
+    if stride == 1 or n_candidates <= 4 * _SAMPLE_SIZE:
+        return None
+    sample = v[::stride][c[::stride]]
+    m = sample.numel()
+    if m < 256:
+        return None
+    sample = torch.sort(sample).values
+    q = (k - 0.5) / n_candidates
+    delta = 6.0 * math.sqrt(max(q * (1.0 - q), 1.0 / m) / m) + 2.0 / m
+    i_lo, i_hi = math.floor((q - delta) * m), math.ceil((q + delta) * m)
+    if i_lo < 0 and i_hi >= m:
+        return None
+    lo = sample[i_lo] if i_lo >= 0 else None
+    hi = sample[i_hi] if i_hi < m else None
+    segment = sample[max(i_lo, 0):min(i_hi, m - 1) + 1]
+    distinct, repeats = torch.unique_consecutive(segment, return_counts=True)
+    expected = math.ceil(segment.numel() / m * n_candidates)
+    return _Bracket(lo, hi, distinct[torch.argmax(repeats)], expected)
+
+
+@dataclass
+class _Bracketed:
+    """The k smallest candidates, resolved down to a small remainder.
+
+    ``at_least_lo``: candidates >= lo (a fresh flat bool tensor; those below lo are all among the k
+    smallest); ``taken``: bracket candidates known to be among them (flat bool, or None); ``need``: how
+    many more come from the pool, which is either ``index``/``values`` (flat positions and their values,
+    searched with ``kthvalue``) or ``tied`` (flat bool, all equal to ``t``); ``t``: the k-th smallest value.
+    """
+
+    at_least_lo: torch.Tensor
+    need: int
+    t: torch.Tensor
+    taken: torch.Tensor | None = None
+    index: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+    tied: torch.Tensor | None = None
+
+    def lowest(self, generator: torch.Generator) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The bracket candidates among the k smallest as (flat bool or None, flat indices or None); ties
+        at t are drawn uniformly at random."""
+        if self.tied is not None:
+            drawn = _flat(sample_from(self.tied, self.need, generator))
+            return (drawn if self.taken is None else drawn.bitwise_or_(self.taken)), None
+        assert self.index is not None and self.values is not None
+        below = self.index[self.values < self.t]
+        ties = self.index[self.values == self.t]
+        extra = self.need - below.numel()
+        if extra < ties.numel():
+            ties = ties[torch.randperm(ties.numel(), generator=generator, device=ties.device)[:extra]]
+        return self.taken, torch.cat([below, ties])
+
+
+def _search(v: torch.Tensor, pool: torch.Tensor, n_pool: int, need: int, **fields) -> _Bracketed:
+    """Resolve ``need`` among the few True positions of ``pool`` by ``kthvalue`` on their values."""
+    index = true_indices(pool, n_pool)
+    values = v[index]
+    return _Bracketed(need=need, t=torch.kthvalue(values, need).values, index=index, values=values, **fields)
+
+
+def _bracketed(v: torch.Tensor, c: torch.Tensor, k: int, n_candidates: int,
+               workspace: Workspace | None = None) -> _Bracketed | None:
+    """The k smallest of ``v[c]`` searched inside a sampled bracket; None when there is no bracket or it
+    misses. Passes over the tensor: two compares and two ands (``c & v >= lo``, ``& v <= hi``), two
+    fast counts and one scan of the few positions inside the bracket.
+
+    A bracket holding far more candidates than sampled means one value repeats many times there (e.g.
+    grown weights still at 0): it is split at the sample's pivot into below / equal / above (two or three
+    more passes), so the search never runs ``kthvalue`` over the repeated value."""
+    bounds = _bracket(v, c, k, n_candidates)
+    if bounds is None:
+        return None
+    lo, hi = bounds.lo, bounds.hi
+    at_least_lo = c.clone() if lo is None else torch.ge(v, lo).bitwise_and_(c)
+    need = k - (n_candidates - int(count(at_least_lo)))  # k minus the candidates below lo
+    if need <= 0:
+        return None
+    if hi is None:
+        inside = at_least_lo
+    else:
+        scratch = None if workspace is None else workspace.like(c, "bool")
+        inside = torch.le(v, hi, out=scratch).bitwise_and_(at_least_lo)
+    n_inside = int(count(inside))
+    if need > n_inside:
+        return None
+    if n_inside <= 4 * bounds.expected + 4096:
+        return _search(v, inside, n_inside, need, at_least_lo=at_least_lo)
+    pivot = bounds.pivot
+    below = torch.lt(v, pivot).bitwise_and_(inside)
+    n_below = int(count(below))
+    if need <= n_below:
+        return _search(v, below, n_below, need, at_least_lo=at_least_lo)
+    tied = torch.eq(v, pivot).bitwise_and_(inside)
+    n_tied = int(count(tied))
+    if need <= n_below + n_tied:
+        return _Bracketed(at_least_lo, need - n_below, pivot, taken=below, tied=tied)
+    above = torch.gt(v, pivot).bitwise_and_(inside)
+    return _search(v, above, n_inside - n_below - n_tied, need - n_below - n_tied, at_least_lo=at_least_lo,
+                   taken=below.bitwise_or_(tied))
+
+
+def kth_smallest(values: torch.Tensor, candidates: torch.Tensor, k: int, n_candidates: int) -> torch.Tensor:
+    """The k-th smallest (1-based) of ``values[candidates]`` as a 0-d tensor; ``1 <= k <= n_candidates``
+    (= ``count(candidates)``). Large tensors search a sampled bracket first (``_bracketed``)."""
+    v, c = _flat(values), _flat(candidates)
+    found = _bracketed(v, c, k, n_candidates)
+    return found.t if found is not None else torch.kthvalue(v[c], k).values
+
+
+def _split_smallest(values: torch.Tensor, candidates: torch.Tensor, k: int, n_candidates: int,
+                    generator: torch.Generator, keep_smallest: bool, workspace: Workspace | None) -> torch.Tensor:
+    """The ``k`` smallest candidates (``keep_smallest``) or the other ``n_candidates - k``, as a fresh bool
+    tensor shaped like ``candidates``; ties at the k-th value are split uniformly at random.
+    ``0 < k < n_candidates``.
+
+    Large tensors: the bracket search, then the few bracket positions among the k smallest are scattered
+    into ``c & v < lo`` (or cleared from ``c & v >= lo``), so no pass at the threshold is needed.
+    Otherwise (or when the bracket misses): ``kthvalue`` over all candidates and one compare at t.
+    """
+    v, c = _flat(values), _flat(candidates)
+    found = _bracketed(v, c, k, n_candidates, workspace)
+    if found is not None:
+        taken, positions = found.lowest(generator)
+        out = c ^ found.at_least_lo if keep_smallest else found.at_least_lo
+        if taken is not None:
+            out = out.bitwise_or_(taken) if keep_smallest else out.bitwise_and_(~taken)
+        if positions is not None:
+            out[positions] = keep_smallest
+        return out.view(candidates.shape)
     active = v[c]
     t = torch.kthvalue(active, k).values
-    return t, int(count(active <= t)), None
-
-
-def _surplus_ties(values: torch.Tensor, candidates: torch.Tensor, t: torch.Tensor, ties: torch.Tensor | None,
-                  surplus: int, generator: torch.Generator) -> torch.Tensor:
-    """``surplus`` positions drawn uniformly from the candidates equal to ``t``: flat indices when the
-    ties are at hand and few (the same draw ``sample_from`` makes on such a pool), else a bool tensor."""
-    if ties is not None and ties.numel() <= (1 << 16):
-        order = torch.randperm(ties.numel(), generator=generator, device=ties.device)
-        return ties[order[:surplus]]
-    return sample_from(candidates & (values == t), surplus, generator)
-
-
-def _set(mask: torch.Tensor, positions: torch.Tensor, value: bool) -> torch.Tensor:
-    """``mask`` with ``positions`` (flat indices or a bool tensor like ``mask``) set to ``value``."""
-    if positions.dtype == torch.bool:
-        return mask | positions if value else mask & ~positions
-    mask.view(-1)[positions] = value
-    return mask
+    surplus = int(count(active <= t)) - k  # candidates at t beyond the k-th
+    out = (torch.le(v, t) if keep_smallest else torch.gt(v, t)).bitwise_and_(c)
+    if surplus > 0:  # ties at t: `surplus` of them move from the smallest to the rest
+        moved = sample_from(c & (v == t), surplus, generator)
+        out = out & ~moved if keep_smallest else out | moved
+    return out.view(candidates.shape)
 
 
 def select_smallest(
     values: torch.Tensor, candidates: torch.Tensor, k: int, generator: torch.Generator,
-    n_candidates: int | None = None,
+    n_candidates: int | None = None, workspace: Workspace | None = None,
 ) -> torch.Tensor:
     """Exactly ``k`` candidate positions with the smallest ``values`` (ties broken at random).
 
@@ -171,17 +310,12 @@ def select_smallest(
         return torch.zeros_like(candidates)
     if k == n:
         return candidates.clone()
-    t, n_at_most_t, ties = _kth_and_rank(values, candidates, k, n)
-    chosen = torch.le(values, t).bitwise_and_(candidates).view(candidates.shape)
-    surplus = n_at_most_t - k
-    if surplus > 0:  # ties at t: drop `surplus` of them at random
-        chosen = _set(chosen, _surplus_ties(values, candidates, t, ties, surplus, generator), False)
-    return chosen
+    return _split_smallest(values, candidates, k, n, generator, keep_smallest=True, workspace=workspace)
 
 
 def drop_smallest(
     values: torch.Tensor, candidates: torch.Tensor, k: int, generator: torch.Generator,
-    n_candidates: int | None = None,
+    n_candidates: int | None = None, workspace: Workspace | None = None,
 ) -> torch.Tensor:
     """``candidates`` without the ``k`` positions ``select_smallest`` would choose (same draws, same
     result as ``candidates ^ select_smallest(...)``, one pass less)."""
@@ -191,12 +325,7 @@ def drop_smallest(
         return candidates.clone()
     if k == n:
         return torch.zeros_like(candidates)
-    t, n_at_most_t, ties = _kth_and_rank(values, candidates, k, n)
-    kept = torch.gt(values, t).bitwise_and_(candidates).view(candidates.shape)
-    surplus = n_at_most_t - k
-    if surplus > 0:  # ties at t: `surplus` of them stay
-        kept = _set(kept, _surplus_ties(values, candidates, t, ties, surplus, generator), True)
-    return kept
+    return _split_smallest(values, candidates, k, n, generator, keep_smallest=False, workspace=workspace)
 
 
 def select_largest(
@@ -207,12 +336,14 @@ def select_largest(
     return select_smallest(values.neg(), candidates, k, generator, n_candidates)
 
 
-def bernoulli_select(candidates: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
+def bernoulli_select(candidates: torch.Tensor, probability: float, generator: torch.Generator,
+                     workspace: Workspace | None = None) -> torch.Tensor:
     """Each candidate independently True with probability ``probability`` (marginally exact).
 
-    Uses 16 random bits per element (one int64 draw per four elements). The 16-bit threshold is
-    rounded up or down at random once per call so that the marginal probability is exactly
-    ``probability``; this correlates the draws within one call only through that single coin.
+    Uses 16 random bits per element (one int64 draw per four elements; the bits and the comparison go in
+    ``workspace`` buffers when given). The 16-bit threshold is rounded up or down at random once per call
+    so that the marginal probability is exactly ``probability``; this correlates the draws within one
+    call only through that single coin.
     """
     if probability <= 0.0:
         return torch.zeros_like(candidates)
@@ -220,7 +351,10 @@ def bernoulli_select(candidates: torch.Tensor, probability: float, generator: to
         return candidates.clone()
     numel = candidates.numel()
     n64 = (numel + 3) // 4
-    bits = torch.empty(n64, dtype=torch.int64, device=candidates.device)
+    if workspace is None:
+        bits = torch.empty(n64, dtype=torch.int64, device=candidates.device)
+    else:
+        bits = workspace.empty(n64, torch.int64, candidates.device, "bits")
     bits.random_(-(2**63), None, generator=generator)
     r16 = bits.view(torch.int16)[:numel].view(candidates.shape)
     scaled = probability * 65536.0
@@ -230,7 +364,8 @@ def bernoulli_select(candidates: torch.Tensor, probability: float, generator: to
         level += 1
     if level >= 65536:
         return candidates.clone()
-    return candidates & (r16 < (level - 32768))
+    below = torch.lt(r16, level - 32768, out=None if workspace is None else workspace.like(candidates, "bool"))
+    return candidates & below
 
 
 def sample_from(pool: torch.Tensor, m: int, generator: torch.Generator) -> torch.Tensor:
