@@ -55,6 +55,8 @@ def test_benchmark_tiny_writes_json_with_positive_finite_ratios(name: str, tmp_p
     _check_result(result, path)
     if name == "asgd":
         assert result["cases"][0]["details"]["optimizer"] == "SNTASGD"
+        low, high = result["cases"][0]["details"]["ratio_ci95"]
+        assert low <= result["cases"][0]["ratio"] <= high  # the ratio is the median of the paired rounds
     if name == "mask_update":
         details = result["cases"][0]["details"]
         assert details["maskable_weights"] > 0
