@@ -107,7 +107,9 @@ class Masking:
         self.steps = 0
         self.last_stats: UpdateStats | None = None
         self._optimizer: torch.optim.Optimizer | None = None
-        self._workspace = Workspace()  # scratch: a float cast of the largest mask (every step), |W| (updates)
+        # scratch sized for the largest tensor, kept for the run: a float cast of a mask (steps without a
+        # mask-aware optimizer), and for updates |W|, random bits and a bool buffer (about 7 bytes a weight)
+        self._workspace = Workspace()
         self._count_cache: dict[str, tuple[torch.Tensor, int, list]] = {}  # counts of unmodified masks
         self.set_optimizer(optimizer)
 
