@@ -4,8 +4,9 @@ Issue 2 budget: the SNT-ASGD phase costs at most 5% more time per batch than the
 throughput). Two sparse trainers from the same seed; one is switched to SNT-ASGD exactly as the NT
 trigger does (``Trainer._switch_to_asgd``). The batch ratio is the median of per-round paired ratios with
 a 95% bootstrap interval (as in the training benchmark). The 2x1500 batch is slow on this CPU (seconds),
-so it gets 10 rounds (the 2x200 batch as many as fit in 4x the scale's budget, up to 60); the clip plus optimizer step alone (on the last batch's gradients) is timed with more
-rounds, and both ratios are reported.
+so it gets 10 rounds (the 2x200 batch as many as fit in 4x the scale's budget, up to 60); the clip plus
+optimizer step alone (on the last batch's gradients) is timed with more rounds, and both ratios are
+reported.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def run(scale: Scale) -> dict:
         except Exception as exc:
             skipped.append(f"{label}: {missing_piece(exc)}")
             continue
-        budget = scale.budget_s and 4 * scale.budget_s if nhid < 1000 else None  # 2x1500: exactly `rounds`
+        budget = (scale.budget_s and 4 * scale.budget_s) if nhid < 1000 else None  # 2x1500: exactly `rounds`
         batch = interleaved({"sgd": batch_unit(sgd, batches), "asgd": batch_unit(asgd, batches)},
                             repeats=rounds, budget_s=budget, max_repeats=60)
         step = interleaved({"sgd": step_unit(sgd), "asgd": step_unit(asgd)}, repeats=max(9, scale.repeats),
@@ -57,7 +58,8 @@ def run(scale: Scale) -> dict:
         ))
         s_sgd, s_asgd = median(step["sgd"]), median(step["asgd"])
         cases.append(case(
-            f"{label} clip + optimizer step", "seconds per gradient clip + Masking.step()", value=s_asgd, baseline=s_sgd, unit="s",
+            f"{label} clip + optimizer step", "seconds per gradient clip + Masking.step()", value=s_asgd,
+            baseline=s_sgd, unit="s",
             ratio=s_sgd / s_asgd, ratio_means="SGD step time / SNT-ASGD step time",
             asgd_times=spread(step["asgd"]), sgd_times=spread(step["sgd"]),
             step_share_of_sgd_batch=s_sgd / b_sgd, step_share_of_asgd_batch=s_asgd / b_asgd,

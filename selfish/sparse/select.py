@@ -52,11 +52,6 @@ class Workspace:
         """An uninitialised tensor with the shape, dtype and device of ``t``."""
         return self.empty(t.numel(), t.dtype, t.device, key).view(t.shape)
 
-    def release(self, key: str) -> None:
-        """Free the buffers stored under ``key``."""
-        for slot in [s for s in self._buffers if s[0] == key]:
-            del self._buffers[slot]
-
     def abs(self, t: torch.Tensor) -> torch.Tensor:
         """|t| written into a scratch buffer."""
         return torch.abs(t, out=self.like(t, "abs"))
@@ -123,7 +118,7 @@ def true_indices(mask: torch.Tensor, n_true: int | None = None) -> torch.Tensor:
     if n_true is None and numel >= (1 << 16):
         n_true = int(count(flat))
     sparse = n_true is not None and n_true <= numel // 50
-    if numel < (1 << 16) or not sparse or flat.storage_offset() % 8 or not flat.is_contiguous():
+    if numel < (1 << 16) or not sparse or flat.storage_offset() % 8:  # (reshape(-1) is contiguous)
         return torch.nonzero(flat).squeeze(1)
     body = numel - numel % 8
     words = flat[:body].view(torch.uint8).view(torch.int64)
@@ -142,13 +137,18 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
 @dataclass
 class _Bracket:
     """Sampled bounds around the k-th smallest candidate: ``lo``/``hi`` (0-d, None: unbounded side), the
-    ``pivot`` (the value sampled most often between them: the one to split at if a value repeats) and
-    ``expected``, about how many candidates lie in [lo, hi]."""
+    sorted ``segment`` of the sample between them and ``expected``, about how many candidates lie in
+    [lo, hi]."""
 
     lo: torch.Tensor | None
     hi: torch.Tensor | None
-    pivot: torch.Tensor
+    segment: torch.Tensor
     expected: int
+
+    def pivot(self) -> torch.Tensor:
+        """The value sampled most often inside the bracket: the one to split at when a value repeats."""
+        distinct, repeats = torch.unique_consecutive(self.segment, return_counts=True)
+        return distinct[torch.argmax(repeats)]
 
 
 def _bracket(v: torch.Tensor, c: torch.Tensor, k: int, n_candidates: int) -> _Bracket | None:
@@ -172,9 +172,7 @@ def _bracket(v: torch.Tensor, c: torch.Tensor, k: int, n_candidates: int) -> _Br
     lo = sample[i_lo] if i_lo >= 0 else None
     hi = sample[i_hi] if i_hi < m else None
     segment = sample[max(i_lo, 0):min(i_hi, m - 1) + 1]
-    distinct, repeats = torch.unique_consecutive(segment, return_counts=True)
-    expected = math.ceil(segment.numel() / m * n_candidates)
-    return _Bracket(lo, hi, distinct[torch.argmax(repeats)], expected)
+    return _Bracket(lo, hi, segment, math.ceil(segment.numel() / m * n_candidates))
 
 
 @dataclass
@@ -244,7 +242,7 @@ def _bracketed(v: torch.Tensor, c: torch.Tensor, k: int, n_candidates: int,
         return None
     if n_inside <= 4 * bounds.expected + 4096:
         return _search(v, inside, n_inside, need, at_least_lo=at_least_lo)
-    pivot = bounds.pivot
+    pivot = bounds.pivot()
     below = torch.lt(v, pivot).bitwise_and_(inside)
     n_below = int(count(below))
     if need <= n_below:

@@ -2,8 +2,8 @@
 
 Per batch: forward, loss (+ AR/TAR), backward, clip (sparse: the clip's rescale also zeroes the pruned
 weights' gradients), step (the mask-aware step keeps pruned weights at zero), log. Per epoch: validate
-(with averaged weights in the ASGD phase), keep the best, fire the non-monotone trigger (SGD -> SNT-ASGD), update the topology (prune and regrow), checkpoint. At the end:
-test with the best weights.
+(with averaged weights in the ASGD phase), keep the best, fire the non-monotone trigger (SGD -> SNT-ASGD),
+update the topology (prune and regrow), checkpoint. At the end: test with the best weights.
 
 The loop takes objects and paths from its caller and emits plain-dict events (contracts.md) to sinks;
 it never reads the environment and writes only the checkpoint paths it was given.
